@@ -1,0 +1,29 @@
+"""avalanche-lvae: lifelong generative modelling (a VAE with a classifier) for Avalanche.
+
+The public API:
+
+- :class:`LifelongVAE` -- the model (encoder, decoder, classifier, growing z_d);
+- :class:`LifelongVAEStrategy` -- the student-teacher strategy (an Avalanche
+  ``SupervisedTemplate``);
+- :class:`LVAENaive`, :class:`LVAECumulative` -- Avalanche's ``Naive`` and
+  ``Cumulative`` training the same model on the same loss (baselines);
+- :mod:`avalanche_lvae.plugins`, :mod:`avalanche_lvae.losses`,
+  :mod:`avalanche_lvae.streams`, :mod:`avalanche_lvae.data`.
+"""
+
+from .losses import JointBoundLoss
+from .models import LifelongVAE, LVAEOutput
+from .strategy import LifelongVAEStrategy
+from .training import LVAECumulative, LVAENaive, NonFiniteLossError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LifelongVAE",
+    "LVAEOutput",
+    "LifelongVAEStrategy",
+    "LVAENaive",
+    "LVAECumulative",
+    "JointBoundLoss",
+    "NonFiniteLossError",
+]

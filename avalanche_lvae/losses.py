@@ -1,0 +1,245 @@
+"""The student's objective (METHOD.md §2), in nats per sample.
+
+- :func:`negative_joint_bound`: -[ELBO + log p(y|z)], CCL-GM Eq. 4, split into
+  its terms (Bernoulli reconstruction, KL of z_c to N(0, I), KL of z_d to the
+  uniform categorical, classification).
+- :func:`consistency_kl`: KL[q_student(z_d|x~) || q_teacher(z_d|x~)], LGM
+  Eq. 10 / 13, zero-padding the teacher when z_d has grown.
+- :func:`continuous_consistency_kl`: the Gaussian form (LGM Eq. 11) for z_c.
+- :func:`information_restriction`: L_I of LGM Eq. 9.
+- :class:`JointBoundLoss`: an ``nn.Module`` criterion, so any Avalanche
+  template (``Naive``, ``Cumulative``, ``EWCPlugin``'s importance pass) can
+  train a :class:`~avalanche_lvae.models.LifelongVAE` on the joint bound.
+
+Every density and KL comes from ``torch.distributions``.
+"""
+
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.distributions import Bernoulli, Categorical, Normal, kl_divergence
+
+from .models import LifelongVAE, LVAEOutput
+from .validation import check_images, check_labels, check_non_negative_float, check_positive_int
+
+__all__ = [
+    "JointBound",
+    "negative_joint_bound",
+    "consistency_kl",
+    "continuous_consistency_kl",
+    "information_restriction",
+    "JointBoundLoss",
+]
+
+
+@dataclass
+class JointBound:
+    """The terms of the negative joint bound, each in nats.
+
+    Each field is a ``[N]`` tensor (one value per sample) or, after
+    :meth:`mean`, a scalar.
+    """
+
+    reconstruction: torch.Tensor  # -E_q[log p(x|z)]
+    continuous_kl: torch.Tensor  # KL(q(z_c|x) || N(0, I))
+    discrete_kl: torch.Tensor  # KL(q(z_d|x) || Cat(1/J))
+    classification: torch.Tensor  # -E_q[log p(y|z)]; zero when no labels are given
+
+    @property
+    def negative_elbo(self) -> torch.Tensor:
+        """-ELBO = reconstruction + both KL terms."""
+        return self.reconstruction + self.continuous_kl + self.discrete_kl
+
+    @property
+    def total(self) -> torch.Tensor:
+        """-[ELBO + log p(y|z)], the quantity the student minimises (CCL-GM Eq. 4)."""
+        return self.negative_elbo + self.classification
+
+    def mean(self, weights: Optional[torch.Tensor] = None) -> "JointBound":
+        """Average every term over the batch, optionally with per-sample ``weights`` summing to 1."""
+        if weights is None:
+            return JointBound(**{f.name: getattr(self, f.name).mean() for f in fields(self)})
+        return JointBound(**{f.name: (getattr(self, f.name) * weights).sum() for f in fields(self)})
+
+    def as_dict(self) -> dict:
+        """Scalar terms as floats, plus ``negative_elbo`` and ``total`` (for logging)."""
+        out = {f.name: float(getattr(self, f.name).mean()) for f in fields(self)}
+        out.update(negative_elbo=float(self.negative_elbo.mean()), total=float(self.total.mean()))
+        return out
+
+
+def negative_joint_bound(output: LVAEOutput, x: torch.Tensor, targets: Optional[torch.Tensor] = None) -> JointBound:
+    """Per-sample terms of -[ELBO(x) + log p(y|z)] (CCL-GM Eq. 4).
+
+    Args:
+        output: the model's forward pass on ``x``.
+        x: the images, pixels in [0, 1] (the Bernoulli targets).
+        targets: ``[N]`` integer labels, ``[N, num_classes]`` soft labels (rows
+            summing to 1, e.g. the teacher's replay labels), or None for the
+            plain ELBO.
+    """
+    check_images(x, tuple(output.reconstruction_logits.shape[1:]), "negative_joint_bound")
+    if x.shape[0] != len(output):
+        raise ValueError(f"negative_joint_bound: {x.shape[0]} images but the output has {len(output)} rows.")
+    # Grey-scale pixels are not binary: the Bernoulli log-likelihood is still
+    # the (negative) binary cross-entropy, so the support check is switched off.
+    likelihood = Bernoulli(logits=output.reconstruction_logits, validate_args=False)
+    reconstruction = -likelihood.log_prob(x).flatten(1).sum(-1)
+    prior_c = Normal(torch.zeros_like(output.continuous_loc), torch.ones_like(output.continuous_scale))
+    continuous_kl = kl_divergence(output.continuous_posterior, prior_c).sum(-1)
+    prior_d = Categorical(logits=torch.zeros_like(output.discrete_logits))
+    discrete_kl = kl_divergence(output.discrete_posterior, prior_d)
+    classification = _classification_nll(output.class_logits, targets)
+    return JointBound(reconstruction, continuous_kl, discrete_kl, classification)
+
+
+def _classification_nll(class_logits: torch.Tensor, targets: Optional[torch.Tensor]) -> torch.Tensor:
+    if targets is None:
+        return torch.zeros(class_logits.shape[0], device=class_logits.device)
+    predictive = Categorical(logits=class_logits)
+    num_classes = class_logits.shape[-1]
+    if targets.dim() == 2 and torch.is_floating_point(targets):
+        if targets.shape != class_logits.shape:
+            raise ValueError(
+                f"soft targets have shape {tuple(targets.shape)}, expected {tuple(class_logits.shape)} "
+                "([batch, num_classes])."
+            )
+        if not torch.isfinite(targets).all() or (targets < 0).any() or not torch.allclose(
+            targets.sum(-1), torch.ones_like(targets[:, 0]), atol=1e-4
+        ):
+            raise ValueError("soft targets must be finite, non-negative and sum to 1 per row (probabilities).")
+        # Cross-entropy against soft labels: -sum_y p_teacher(y) log p_student(y|z).
+        return -(targets * predictive.logits).sum(-1)
+    check_labels(targets, num_classes, "negative_joint_bound targets")
+    if targets.shape[0] != class_logits.shape[0]:
+        raise ValueError(f"{targets.shape[0]} labels for {class_logits.shape[0]} samples.")
+    return -predictive.log_prob(targets)
+
+
+def _pad_probabilities(teacher_logits: torch.Tensor, size: int, padding_mass: float) -> torch.Tensor:
+    """Teacher probabilities padded to ``size`` components in *probability* space.
+
+    New components get ``padding_mass`` each and the teacher's own mass is
+    scaled down to keep a distribution (METHOD.md §8: padding the log-softmax
+    with 0 would give the new values probability 1, a bug of the reference code).
+    """
+    probs = teacher_logits.softmax(-1)
+    missing = size - probs.shape[-1]
+    if missing == 0:
+        return probs
+    pad = probs.new_full((*probs.shape[:-1], missing), padding_mass)
+    return torch.cat([probs * (1 - padding_mass * missing), pad], dim=-1)
+
+
+def consistency_kl(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    reverse: bool = True,
+    padding_mass: float = 1e-6,
+) -> torch.Tensor:
+    """Per-sample KL between the categorical posteriors of student and teacher over z_d.
+
+    ``reverse=True`` (default, LGM Eq. 10) gives KL[q_student || q_teacher];
+    ``reverse=False`` the forward KL[q_teacher || q_student] (App. 9.9: same
+    results). When the student's z_d has more values than the teacher's, the
+    teacher is zero-padded (``padding_mass`` per new value, so the reverse KL
+    stays finite).
+    """
+    if student_logits.dim() != 2 or teacher_logits.dim() != 2 or student_logits.shape[0] != teacher_logits.shape[0]:
+        raise ValueError(
+            f"consistency_kl expects [N, J_student] and [N, J_teacher] logits, got "
+            f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}."
+        )
+    if teacher_logits.shape[1] > student_logits.shape[1]:
+        raise ValueError(
+            f"the teacher has {teacher_logits.shape[1]} discrete values but the student only "
+            f"{student_logits.shape[1]}; the student's z_d must be at least as large (grow it, never shrink)."
+        )
+    if not 0 < padding_mass < 1.0 / student_logits.shape[1]:
+        raise ValueError(f"padding_mass must be in (0, 1/J), got {padding_mass!r}.")
+    student = Categorical(logits=student_logits)
+    teacher = Categorical(probs=_pad_probabilities(teacher_logits, student_logits.shape[1], padding_mass))
+    return kl_divergence(student, teacher) if reverse else kl_divergence(teacher, student)
+
+
+def continuous_consistency_kl(student: Normal, teacher: Normal, reverse: bool = True) -> torch.Tensor:
+    """Per-sample KL between diagonal Gaussian posteriors of z_c (LGM Eq. 11), summed over dimensions."""
+    kl = kl_divergence(student, teacher) if reverse else kl_divergence(teacher, student)
+    return kl.sum(-1)
+
+
+def information_restriction(model: LifelongVAE, n: int, component: Optional[int] = None) -> torch.Tensor:
+    """L_I of LGM Eq. 9: E_{x^ ~ p(x|z_d, z_c)} E_q [log q(z_c | x^)], in nats.
+
+    Draws z = [z_c, z_d] from the prior (z_d spread evenly over the components
+    unless ``component`` is given), decodes the Bernoulli mean x^, re-encodes
+    it and scores the z_c that produced it. Minimising lambda * L_I restricts
+    the information z_c carries about the generated image, so the decoder must
+    use z_d to tell the distributions apart (LGM Sec. 4.4).
+
+    Gradients reach the decoder only: q(z_c|x) is the *estimator* of the
+    bound, used with its current parameters (as Q is in InfoGAN's bound).
+    Letting the encoder minimise the term too is degenerate -- it can drive
+    log q(z_c|x^) to -inf by shrinking its scale away from z_c, which
+    measured as a diverging loss -- whereas the ELBO already keeps q a good
+    posterior.
+    """
+    check_positive_int(n, "n")
+    z_continuous, z_discrete, _ = model.sample_latent(n, component)
+    generated = torch.sigmoid(model.decode(z_continuous, z_discrete))
+    with _parameters_frozen(model.encoder, model.continuous_head, model.discrete_head):
+        loc, scale, _ = model.encode(generated)
+    return Normal(loc, scale).log_prob(z_continuous).sum(-1).mean()
+
+
+@contextmanager
+def _parameters_frozen(*modules: nn.Module):
+    """Record the enclosed forward without gradients for these modules' parameters.
+
+    Autograd decides at forward time what to differentiate, so gradients still
+    flow *through* the modules to their inputs, but not into their weights.
+    """
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+class JointBoundLoss(nn.Module):
+    """Criterion: -[ELBO(x) + log p(y|z)] averaged over the minibatch, in nats per sample.
+
+    Called Avalanche's way, ``criterion(output, targets)``: ``output`` is the
+    :class:`~avalanche_lvae.models.LVAEOutput` (which carries its input images)
+    and ``targets`` hard labels ``[N]`` or soft labels ``[N, num_classes]``.
+    Optional ``sample_weights`` (``[N]``, summing to 1) replace the plain mean;
+    the replay plugin uses them to give every distribution the same share.
+    The last call's terms are kept in ``last_terms`` for logging.
+
+    Args:
+        classification_weight: weight of -log p(y|z); 1 gives the joint bound
+            of CCL-GM Eq. 4, 0 the plain ELBO.
+    """
+
+    def __init__(self, classification_weight: float = 1.0):
+        super().__init__()
+        self.classification_weight = check_non_negative_float(classification_weight, "classification_weight")
+        self.last_terms: Optional[JointBound] = None
+
+    def forward(
+        self, output: LVAEOutput, targets: torch.Tensor, sample_weights: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        if not isinstance(output, LVAEOutput):
+            raise ValueError(
+                f"JointBoundLoss needs the LifelongVAE's LVAEOutput, got {type(output).__name__}; "
+                "train a LifelongVAE with avalanche_lvae.LifelongVAEStrategy, LVAENaive or LVAECumulative."
+            )
+        terms = negative_joint_bound(output, output.inputs, targets).mean(sample_weights)
+        self.last_terms = terms
+        return terms.negative_elbo + self.classification_weight * terms.classification

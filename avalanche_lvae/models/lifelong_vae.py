@@ -1,0 +1,275 @@
+"""The LifelongVAE: one VAE with a classifier head and a growing discrete latent.
+
+Latent z = [z_c, z_d] with q(z|x) = q(z_c|x) q(z_d|x) (LGM Sec. 4.3):
+z_c is a diagonal Gaussian (prior N(0, I)), z_d a categorical over
+``discrete_dim`` values relaxed with Gumbel-softmax while training (prior
+uniform). The decoder p(x|z) is Bernoulli over pixels and the classifier
+p(y|z) reads the same latent sample (CCL-GM Fig. 1).
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Categorical, Normal, OneHotCategorical, RelaxedOneHotCategorical
+
+from ..validation import check_images, check_non_negative_float, check_positive_float, check_positive_int
+from .backbones import ConvDecoder, ConvEncoder, DenseDecoder, DenseEncoder, LatentProjection, glorot_linear
+
+__all__ = ["LifelongVAE", "LVAEOutput"]
+
+_ARCHITECTURES = {"dense": (DenseEncoder, DenseDecoder), "conv": (ConvEncoder, ConvDecoder)}
+
+
+@dataclass
+class LVAEOutput:
+    """Everything one forward pass produces.
+
+    Attributes:
+        class_logits: ``[N, num_classes]`` logits of p(y|z); this is what
+            Avalanche's accuracy metrics read as ``strategy.mb_output``.
+        reconstruction_logits: ``[N, *input_shape]`` Bernoulli logits of p(x|z).
+        continuous_loc, continuous_scale: ``[N, continuous_dim]`` parameters of q(z_c|x).
+        discrete_logits: ``[N, discrete_dim]`` logits of q(z_d|x).
+        z_continuous, z_discrete: the latent sample the decoder and classifier read.
+        inputs: the images the pass was computed on (the Bernoulli targets), so
+            that a criterion called as ``criterion(output, y)`` -- Avalanche's
+            convention -- can score the reconstruction.
+    """
+
+    class_logits: torch.Tensor
+    reconstruction_logits: torch.Tensor
+    continuous_loc: torch.Tensor
+    continuous_scale: torch.Tensor
+    discrete_logits: torch.Tensor
+    z_continuous: torch.Tensor
+    z_discrete: torch.Tensor
+    inputs: torch.Tensor
+
+    @property
+    def continuous_posterior(self) -> Normal:
+        """q(z_c|x) as a ``torch.distributions.Normal`` (one per latent dimension)."""
+        return Normal(self.continuous_loc, self.continuous_scale)
+
+    @property
+    def discrete_posterior(self) -> Categorical:
+        """q(z_d|x) as a ``torch.distributions.Categorical``."""
+        return Categorical(logits=self.discrete_logits)
+
+    def __len__(self) -> int:
+        return self.class_logits.shape[0]
+
+
+class LifelongVAE(nn.Module):
+    """VAE + classifier with a continuous and a growing discrete latent.
+
+    Args:
+        input_shape: ``(C, H, W)`` of the images, pixels in [0, 1].
+        num_classes: number of outputs of the classifier p(y|z).
+        arch: ``"dense"`` (2 x ``hidden_dim`` BatchNorm + ELU layers each way) or
+            ``"conv"`` (the GroupNorm + ELU stack of LGM App. 9.3, Eq. 14;
+            images up to 32x32).
+        continuous_dim: size of z_c (paper default 14).
+        discrete_dim: initial number of values of z_d (1 for the lifelong
+            model; baselines get the final number from the start).
+        hidden_dim: width of the dense layers and of the classifier head.
+        initial_temperature: Gumbel-softmax temperature at iteration 0.
+        min_temperature: the temperature is never annealed below this.
+        temperature_anneal_rate: tau = max(initial * exp(-rate * iteration), min).
+        temperature_anneal_interval: tau is updated every this many iterations
+            (the authors' schedule: 1.0, 3e-5, every 10 iterations, floor 0.5).
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int] = (1, 28, 28),
+        num_classes: int = 10,
+        arch: str = "dense",
+        continuous_dim: int = 14,
+        discrete_dim: int = 1,
+        hidden_dim: int = 512,
+        initial_temperature: float = 1.0,
+        min_temperature: float = 0.5,
+        temperature_anneal_rate: float = 3e-5,
+        temperature_anneal_interval: int = 10,
+    ):
+        super().__init__()
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 3 or not all(isinstance(s, int) and s > 0 for s in input_shape):
+            raise ValueError(f"input_shape must be three positive ints (C, H, W), got {input_shape!r}.")
+        if arch not in _ARCHITECTURES:
+            raise ValueError(f"arch must be one of {sorted(_ARCHITECTURES)}, got {arch!r}.")
+        self.input_shape = input_shape
+        self.num_classes = check_positive_int(num_classes, "num_classes")
+        self.arch = arch
+        self.continuous_dim = check_positive_int(continuous_dim, "continuous_dim")
+        self.hidden_dim = check_positive_int(hidden_dim, "hidden_dim")
+        check_positive_int(discrete_dim, "discrete_dim")
+        self.initial_temperature = check_positive_float(initial_temperature, "initial_temperature")
+        self.min_temperature = check_positive_float(min_temperature, "min_temperature")
+        if self.min_temperature > self.initial_temperature:
+            raise ValueError(
+                f"min_temperature ({min_temperature}) must not exceed initial_temperature ({initial_temperature})."
+            )
+        self.temperature_anneal_rate = check_non_negative_float(temperature_anneal_rate, "temperature_anneal_rate")
+        self.temperature_anneal_interval = check_positive_int(temperature_anneal_interval, "temperature_anneal_interval")
+
+        encoder_cls, decoder_cls = _ARCHITECTURES[arch]
+        self.encoder = encoder_cls(input_shape, hidden_dim)
+        self.continuous_head = nn.Linear(self.encoder.out_features, 2 * continuous_dim)
+        self.discrete_head = glorot_linear(self.encoder.out_features, discrete_dim)
+        self.decoder_projection = LatentProjection(continuous_dim, discrete_dim, hidden_dim)
+        self.decoder = decoder_cls(input_shape, hidden_dim)
+        # Classifier p(y|z): z -> hidden -> classes, BatchNorm + ELU (CCL-GM code).
+        self.classifier_projection = LatentProjection(continuous_dim, discrete_dim, hidden_dim)
+        self.classifier = nn.Sequential(nn.BatchNorm1d(hidden_dim), nn.ELU(), nn.Linear(hidden_dim, num_classes))
+        # Buffers, so that the annealing schedule survives state_dict checkpoints.
+        self.register_buffer("temperature", torch.tensor(float(initial_temperature)))
+        self.register_buffer("train_iterations", torch.tensor(0, dtype=torch.long))
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def discrete_dim(self) -> int:
+        """Current number of values of z_d (one per distribution seen)."""
+        return self.discrete_head.out_features
+
+    # ------------------------------------------------------------ components
+    def encode(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return ``(loc, scale, discrete_logits)`` of q(z_c|x) and q(z_d|x)."""
+        features = self.encoder(x)
+        loc, raw_scale = self.continuous_head(features).chunk(2, dim=-1)
+        # softplus keeps the scale positive without the overflow of exp(log_var).
+        scale = F.softplus(raw_scale) + 1e-4
+        return loc, scale, self.discrete_head(features)
+
+    def decode(self, z_continuous: torch.Tensor, z_discrete: torch.Tensor) -> torch.Tensor:
+        """Bernoulli logits of p(x|z), shape ``[N, *input_shape]``."""
+        return self.decoder(self.decoder_projection(z_continuous, z_discrete))
+
+    def classify(self, z_continuous: torch.Tensor, z_discrete: torch.Tensor) -> torch.Tensor:
+        """Class logits of p(y|z), shape ``[N, num_classes]``."""
+        return self.classifier(self.classifier_projection(z_continuous, z_discrete))
+
+    def forward(self, x: torch.Tensor, sample: Optional[bool] = None) -> LVAEOutput:
+        """Encode, draw z, decode and classify.
+
+        Args:
+            x: images ``[N, *input_shape]`` with pixels in [0, 1].
+            sample: draw z from q(z|x) (True) or use its mode (False). Defaults
+                to ``self.training``: a reparameterised Gaussian sample and a
+                Gumbel-softmax relaxed z_d while training, the posterior mode
+                (mean of z_c, argmax of z_d) at evaluation. ``sample=True`` in
+                eval mode draws a hard one-hot z_d, for ELBO estimates.
+
+        The class logits are computed from the sample while training and from
+        the posterior mode at evaluation, so accuracy is deterministic even
+        when the reconstruction is sampled.
+        """
+        check_images(x, self.input_shape, "LifelongVAE.forward")
+        loc, scale, discrete_logits = self.encode(x)
+        for name, value in (("continuous_loc", loc), ("continuous_scale", scale), ("discrete_logits", discrete_logits)):
+            if not torch.isfinite(value).all():
+                # Diverged weights (e.g. a learning rate far too large): fail here
+                # with a readable error instead of inside torch.distributions.
+                raise FloatingPointError(f"the encoder produced non-finite {name}: the weights have diverged")
+        mode_discrete = F.one_hot(discrete_logits.argmax(-1), self.discrete_dim).to(loc.dtype)
+        sample = self.training if sample is None else sample
+        if not sample:
+            z_continuous, z_discrete = loc, mode_discrete
+        elif self.training:
+            z_continuous = Normal(loc, scale).rsample()
+            z_discrete = RelaxedOneHotCategorical(self.temperature, logits=discrete_logits).rsample()
+        else:
+            z_continuous = Normal(loc, scale).sample()
+            z_discrete = OneHotCategorical(logits=discrete_logits).sample()
+        class_logits = (
+            self.classify(z_continuous, z_discrete) if self.training else self.classify(loc, mode_discrete)
+        )
+        return LVAEOutput(
+            class_logits=class_logits,
+            reconstruction_logits=self.decode(z_continuous, z_discrete),
+            continuous_loc=loc,
+            continuous_scale=scale,
+            discrete_logits=discrete_logits,
+            z_continuous=z_continuous,
+            z_discrete=z_discrete,
+            inputs=x,
+        )
+
+    # ------------------------------------------------------------ generation
+    def sample_latent(
+        self, n: int, component: Optional[int] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Draw ``n`` latents from the prior with z_d fixed per row.
+
+        Returns ``(z_continuous, z_discrete_one_hot, components)``. With
+        ``component=None`` the rows are split into equal contiguous shares over
+        all ``discrete_dim`` components (LGM Sec. 4.3: about n/k per distribution).
+        """
+        check_positive_int(n, "n")
+        device = self.temperature.device
+        if component is None:
+            components = torch.arange(n, device=device) * self.discrete_dim // n
+        else:
+            if isinstance(component, bool) or not isinstance(component, int) or not 0 <= component < self.discrete_dim:
+                raise ValueError(
+                    f"component must be an int in [0, {self.discrete_dim}) (the model has discrete_dim="
+                    f"{self.discrete_dim}), got {component!r}."
+                )
+            components = torch.full((n,), component, device=device, dtype=torch.long)
+        z_continuous = torch.randn(n, self.continuous_dim, device=device)
+        z_discrete = F.one_hot(components, self.discrete_dim).to(z_continuous.dtype)
+        return z_continuous, z_discrete, components
+
+    def sample(self, n: int, component: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Generate ``n`` images: z_d fixed to ``component`` (or spread evenly
+        over all components when None), z_c ~ N(0, I).
+
+        Returns ``(images, components)``: images ``[n, *input_shape]`` are the
+        Bernoulli means in [0, 1]; ``components[i]`` is the z_d value of row i.
+        Gradients flow unless the caller disables them (the teacher always
+        samples under ``torch.no_grad()``).
+        """
+        z_continuous, z_discrete, components = self.sample_latent(n, component)
+        return torch.sigmoid(self.decode(z_continuous, z_discrete)), components
+
+    # ------------------------------------------------------------- lifelong
+    @torch.no_grad()
+    def grow_discrete(self, k: int = 1) -> None:
+        """Add ``k`` values to z_d.
+
+        Only the layers that project into z_d (``discrete_head``) and out of it
+        (the z_d blocks of ``decoder_projection`` and ``classifier_projection``)
+        are replaced by Glorot-initialised layers of the new size; every other
+        weight is kept, so the rest of the network is bit-identical. An
+        optimizer built before growing no longer sees the new layers: rebuild it.
+        """
+        check_positive_int(k, "k")
+        new_dim = self.discrete_dim + k
+        old = self.discrete_head.weight
+        self.discrete_head = glorot_linear(self.encoder.out_features, new_dim).to(old)
+        self.decoder_projection.grow_discrete(new_dim)
+        self.classifier_projection.grow_discrete(new_dim)
+
+    @torch.no_grad()
+    def step_temperature(self) -> float:
+        """Count one training iteration and anneal the Gumbel-softmax temperature.
+
+        tau = max(initial * exp(-rate * t), min), refreshed every
+        ``temperature_anneal_interval`` iterations. Returns the current tau.
+        """
+        self.train_iterations += 1
+        t = int(self.train_iterations)
+        if t % self.temperature_anneal_interval == 0:
+            tau = max(self.initial_temperature * math.exp(-self.temperature_anneal_rate * t), self.min_temperature)
+            self.temperature.fill_(tau)
+        return float(self.temperature)
+
+    def extra_repr(self) -> str:
+        return (
+            f"input_shape={self.input_shape}, num_classes={self.num_classes}, arch={self.arch!r}, "
+            f"continuous_dim={self.continuous_dim}, discrete_dim={self.discrete_dim}"
+        )

@@ -1,0 +1,89 @@
+"""Generative replay from the teacher, equal shares per distribution (LGM Sec. 4, 4.3)."""
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from avalanche.core import SupervisedPlugin
+
+from ..validation import check_positive_int
+
+__all__ = ["TeacherReplayPlugin", "ReplayBatch"]
+
+
+@dataclass
+class ReplayBatch:
+    """The teacher's replay appended to one minibatch.
+
+    Attributes:
+        num_real: rows ``[:num_real]`` of the minibatch are real data, the rest replay.
+        components: ``[R]`` the z_d value each replayed row was generated with.
+        teacher_discrete_logits: ``[R, J_teacher]`` q_teacher(z_d | x~), for the
+            consistency term.
+        teacher_continuous_loc, teacher_continuous_scale: ``[R, continuous_dim]``
+            q_teacher(z_c | x~), for the optional Gaussian consistency term.
+    """
+
+    num_real: int
+    components: torch.Tensor
+    teacher_discrete_logits: torch.Tensor
+    teacher_continuous_loc: torch.Tensor
+    teacher_continuous_scale: torch.Tensor
+
+
+class TeacherReplayPlugin(SupervisedPlugin):
+    """Append teacher-generated samples of every past distribution to each minibatch.
+
+    Callbacks:
+        ``before_training_iteration``: when ``strategy.teacher`` exists, draw
+        ``replay_size`` samples with z_d fixed in equal shares over the
+        teacher's components and z_c ~ N(0, I), decode the Bernoulli means
+        x~ and label them with the teacher's classifier on the generating z
+        (soft labels by default; the real labels become one-hot so that one
+        target tensor holds both). Everything runs in one ``no_grad`` teacher
+        pass, which also records q_teacher(z_d|x~) for the consistency term.
+        It then sets ``strategy.mb_sample_weights`` so that the current
+        distribution weighs pi = 1/(k+1) and the k past ones (1 - pi) together
+        (LGM Sec. 4): every distribution counts the same, while the
+        per-iteration cost stays ``train_mb_size + replay_size`` rows whatever k.
+
+    Args:
+        replay_size: replayed rows per minibatch; None uses ``train_mb_size``.
+        soft_labels: label replay with the teacher's class probabilities
+            (default) or with their argmax.
+    """
+
+    def __init__(self, replay_size: Optional[int] = None, soft_labels: bool = True):
+        super().__init__()
+        self.replay_size = None if replay_size is None else check_positive_int(replay_size, "replay_size")
+        self.soft_labels = bool(soft_labels)
+
+    def before_training_iteration(self, strategy, **kwargs):
+        teacher = getattr(strategy, "teacher", None)
+        if teacher is None:
+            return
+        x, y = strategy.mbatch[0], strategy.mbatch[1]
+        num_real = x.shape[0]
+        replay_size = self.replay_size or strategy.train_mb_size
+        with torch.no_grad():
+            z_continuous, z_discrete, components = teacher.sample_latent(replay_size)
+            replay_x = torch.sigmoid(teacher.decode(z_continuous, z_discrete))
+            replay_class_logits = teacher.classify(z_continuous, z_discrete)
+            teacher_posterior = teacher.encode(replay_x)
+        if self.soft_labels:
+            real_targets = y if torch.is_floating_point(y) else F.one_hot(y, teacher.num_classes).to(x.dtype)
+            targets = torch.cat([real_targets, replay_class_logits.softmax(-1)])
+        else:
+            targets = torch.cat([y, replay_class_logits.argmax(-1)])
+        strategy.mbatch[0] = torch.cat([x, replay_x])
+        strategy.mbatch[1] = targets
+        strategy.mbatch[-1] = torch.cat([strategy.mbatch[-1], strategy.mbatch[-1].new_zeros(replay_size)])
+
+        past = strategy.clock.train_exp_counter  # k distributions seen before this one
+        current_share = 1.0 / (past + 1)
+        strategy.mb_sample_weights = torch.cat(
+            [x.new_full((num_real,), current_share / num_real), x.new_full((replay_size,), (1 - current_share) / replay_size)]
+        )
+        teacher_loc, teacher_scale, teacher_discrete_logits = teacher_posterior
+        strategy.replay_batch = ReplayBatch(num_real, components, teacher_discrete_logits, teacher_loc, teacher_scale)

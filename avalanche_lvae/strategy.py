@@ -1,0 +1,88 @@
+"""LifelongVAEStrategy: the lifelong generative model as an Avalanche strategy."""
+
+from typing import List, Optional
+
+from avalanche.core import SupervisedPlugin
+from avalanche.training.templates import SupervisedTemplate
+
+from .plugins import PosteriorConsistencyPlugin, TeacherReplayPlugin, TeacherSwapPlugin
+from .training import LVAETemplateMixin
+
+__all__ = ["LifelongVAEStrategy"]
+
+
+class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
+    """Student-teacher lifelong VAE with a classifier (LGM Eq. 10 + CCL-GM Eq. 5).
+
+    The student minimises the negative joint bound on real + replayed data,
+    plus ``consistency_weight`` * KL[q_student(z_d|x~) || q_teacher(z_d|x~)]
+    plus ``info_weight`` * L_I. It is Avalanche's ``SupervisedTemplate`` with
+    three plugins installed before the user's:
+
+    - :class:`~avalanche_lvae.plugins.TeacherSwapPlugin` (teacher at each boundary, z_d growth),
+    - :class:`~avalanche_lvae.plugins.TeacherReplayPlugin` (if ``replay``),
+    - :class:`~avalanche_lvae.plugins.PosteriorConsistencyPlugin`.
+
+    ``mb_output`` is the class logits, so Avalanche's accuracy, forgetting and
+    loss metrics and every logger work unchanged.
+
+    Args:
+        model: a :class:`~avalanche_lvae.models.LifelongVAE` (``discrete_dim=1``
+            for the lifelong model).
+        optimizer: its optimizer; its state is reset at every teacher swap.
+        criterion: defaults to :class:`~avalanche_lvae.losses.JointBoundLoss`.
+        consistency_weight: weight of the consistency KL (default 1.0; 0 = off).
+        info_weight: lambda of LGM Eq. 10 for L_I (default 0.01; 0 = off).
+        replay: generate teacher replay for past distributions (default True).
+            Without replay there are no x~ and the consistency term is inactive.
+        replay_size: replayed rows per minibatch (default ``train_mb_size``).
+        soft_replay_labels: teacher class probabilities as replay labels
+            (default) rather than their argmax.
+        grow_discrete: add one z_d value per experience (default True).
+        info_samples: prior samples per iteration for L_I (default ``train_mb_size // 4``).
+        reverse_kl: reverse (default) or forward consistency KL.
+        continuous_consistency_weight: weight of the Gaussian consistency KL on
+            z_c (LGM Eq. 11; default 0, as in Eq. 10).
+        plugins: extra Avalanche plugins, run after the three above.
+        **kwargs: every other ``SupervisedTemplate`` argument (``train_mb_size``,
+            ``train_epochs``, ``eval_mb_size``, ``device``, ``evaluator``,
+            ``eval_every``, ...).
+    """
+
+    def __init__(
+        self,
+        *,
+        model,
+        optimizer,
+        criterion=None,
+        consistency_weight: float = 1.0,
+        info_weight: float = 0.01,
+        replay: bool = True,
+        replay_size: Optional[int] = None,
+        soft_replay_labels: bool = True,
+        grow_discrete: bool = True,
+        info_samples: Optional[int] = None,
+        reverse_kl: bool = True,
+        continuous_consistency_weight: float = 0.0,
+        plugins: Optional[List[SupervisedPlugin]] = None,
+        **kwargs,
+    ):
+        lifelong_plugins: List[SupervisedPlugin] = [TeacherSwapPlugin(grow_discrete=grow_discrete)]
+        if replay:
+            lifelong_plugins.append(TeacherReplayPlugin(replay_size=replay_size, soft_labels=soft_replay_labels))
+        lifelong_plugins.append(
+            PosteriorConsistencyPlugin(
+                consistency_weight=consistency_weight,
+                info_weight=info_weight,
+                info_samples=info_samples,
+                reverse_kl=reverse_kl,
+                continuous_consistency_weight=continuous_consistency_weight,
+            )
+        )
+        super().__init__(
+            model=model,
+            optimizer=optimizer,
+            criterion=criterion,
+            plugins=lifelong_plugins + list(plugins or []),
+            **kwargs,
+        )

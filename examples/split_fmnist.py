@@ -1,0 +1,58 @@
+"""Split FashionMNIST (LGM Exp. 5.1): class-incremental, one class per experience by default.
+
+Built like ``avalanche.benchmarks.classic.SplitFMNIST`` (same class order for
+a seed) but with pixels in [0, 1]; task label 0 everywhere (one head).
+
+Usage (from the repository root)::
+
+    PYTHONPATH=. .venv/bin/python examples/split_fmnist.py                    # lvae,naive,ewc,gr
+    PYTHONPATH=. .venv/bin/python examples/split_fmnist.py --strategies lvae,cumulative \\
+        --n-experiences 5 --max-train-per-experience 500 --epochs 1 --results-json /tmp/sf.json
+
+``--n-experiences`` must divide 10. Output and JSON as in ``permuted_mnist.py``
+(see ``examples/_common.py``); ``--help`` lists every flag.
+"""
+
+import sys
+
+try:  # imported as examples.split_fmnist
+    from . import _common
+except ImportError:  # run as a script: examples/ is sys.path[0]
+    import os
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import _common
+
+BENCHMARK = "split_fmnist"
+
+
+def build_parser():
+    return _common.build_parser(
+        __doc__.splitlines()[0],
+        default_n_experiences=10,
+        default_epochs=3,
+        # SI as in the continual-learning-baselines split MNIST script.
+        default_si_lambda=1.0,
+        default_si_eps=0.001,
+    )
+
+
+def make_benchmark(args):
+    from avalanche_lvae.streams import split_fmnist
+
+    return split_fmnist(
+        n_experiences=args.n_experiences,
+        seed=args.seed,
+        dataset_root=args.dataset_root,
+        max_train_per_experience=args.max_train_per_experience,
+        max_test_per_experience=args.max_test_per_experience,
+    )
+
+
+def main(argv=None) -> int:
+    """Run the comparison; returns the exit code (0 ok, 2 bad input, 1 diverged training)."""
+    return _common.run_cli(argv, build_parser(), BENCHMARK, make_benchmark)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Losses: every KL term against its closed form, the joint bound, L_I, bad input."""
+
+import math
+
+import pytest
+import torch
+
+from avalanche_lvae import JointBoundLoss, LifelongVAE
+from avalanche_lvae.losses import (
+    consistency_kl,
+    continuous_consistency_kl,
+    information_restriction,
+    negative_joint_bound,
+)
+from torch.distributions import Normal
+
+
+def _categorical_kl(p, q):
+    return (p * (p.log() - q.log())).sum(-1)
+
+
+def test_continuous_kl_to_standard_normal_matches_closed_form():
+    torch.manual_seed(0)
+    model = LifelongVAE(hidden_dim=32).eval()
+    x = torch.rand(5, 1, 28, 28)
+    out = model(x)
+    terms = negative_joint_bound(out, x)
+    mu, sigma = out.continuous_loc, out.continuous_scale
+    closed = 0.5 * (mu**2 + sigma**2 - 1 - 2 * sigma.log()).sum(-1)
+    assert torch.allclose(terms.continuous_kl, closed, atol=1e-5)
+
+
+def test_discrete_kl_to_uniform_matches_closed_form():
+    torch.manual_seed(0)
+    model = LifelongVAE(hidden_dim=32, discrete_dim=4).eval()
+    x = torch.rand(5, 1, 28, 28)
+    out = model(x)
+    q = out.discrete_logits.softmax(-1)
+    closed = (q * (q * 4).log()).sum(-1)  # KL(q || 1/J) = sum q log(q J)
+    assert torch.allclose(negative_joint_bound(out, x).discrete_kl, closed, atol=1e-5)
+
+
+def test_reconstruction_is_bernoulli_cross_entropy_and_classification_is_nll():
+    torch.manual_seed(0)
+    model = LifelongVAE(hidden_dim=32).eval()
+    x, y = torch.rand(5, 1, 28, 28), torch.tensor([0, 1, 2, 3, 9])
+    out = model(x)
+    terms = negative_joint_bound(out, x, y)
+    p = torch.sigmoid(out.reconstruction_logits)
+    bce = -(x * p.log() + (1 - x) * (1 - p).log()).flatten(1).sum(-1)
+    assert torch.allclose(terms.reconstruction, bce, rtol=1e-4)
+    nll = -out.class_logits.log_softmax(-1)[torch.arange(5), y]
+    assert torch.allclose(terms.classification, nll, atol=1e-5)
+    assert torch.allclose(terms.total, terms.negative_elbo + nll)
+    # Soft one-hot labels give the same classification term as hard labels.
+    soft = torch.nn.functional.one_hot(y, 10).float()
+    assert torch.allclose(negative_joint_bound(out, x, soft).classification, nll, atol=1e-5)
+
+
+@pytest.mark.parametrize("reverse", [True, False])
+def test_consistency_kl_matches_closed_form_same_size(reverse):
+    torch.manual_seed(0)
+    s, t = torch.randn(6, 3), torch.randn(6, 3)
+    p, q = s.softmax(-1), t.softmax(-1)
+    expected = _categorical_kl(p, q) if reverse else _categorical_kl(q, p)
+    assert torch.allclose(consistency_kl(s, t, reverse=reverse), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("reverse", [True, False])
+def test_consistency_kl_zero_pads_the_smaller_teacher(reverse):
+    torch.manual_seed(0)
+    s, t = torch.randn(6, 4), torch.randn(6, 2)
+    mass = 1e-6
+    q = torch.cat([t.softmax(-1) * (1 - 2 * mass), torch.full((6, 2), mass)], -1)
+    p = s.softmax(-1)
+    expected = _categorical_kl(p, q) if reverse else _categorical_kl(q, p)
+    got = consistency_kl(s, t, reverse=reverse, padding_mass=mass)
+    assert torch.isfinite(got).all()
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_consistency_kl_is_zero_for_identical_posteriors_and_rejects_shrinking():
+    logits = torch.randn(4, 3)
+    assert torch.allclose(consistency_kl(logits, logits), torch.zeros(4), atol=1e-6)
+    with pytest.raises(ValueError, match="at least as large"):
+        consistency_kl(torch.randn(4, 2), torch.randn(4, 3))
+
+
+def test_gaussian_consistency_kl_matches_closed_form():
+    torch.manual_seed(0)
+    m1, m2 = torch.randn(5, 14), torch.randn(5, 14)
+    s1, s2 = torch.rand(5, 14) + 0.1, torch.rand(5, 14) + 0.1
+    closed = (torch.log(s2 / s1) + (s1**2 + (m1 - m2) ** 2) / (2 * s2**2) - 0.5).sum(-1)
+    got = continuous_consistency_kl(Normal(m1, s1), Normal(m2, s2))
+    assert torch.allclose(got, closed, atol=1e-5)
+
+
+def test_information_restriction_is_log_q_of_the_generating_z_and_trains_only_the_decoder():
+    torch.manual_seed(0)
+    model = LifelongVAE(hidden_dim=32, discrete_dim=2).eval()
+    torch.manual_seed(1)
+    value = information_restriction(model, 8)
+    torch.manual_seed(1)
+    z_c, z_d, _ = model.sample_latent(8)
+    loc, scale, _ = model.encode(torch.sigmoid(model.decode(z_c, z_d)))
+    gauss = -0.5 * (((z_c - loc) / scale) ** 2) - scale.log() - 0.5 * math.log(2 * math.pi)
+    assert torch.allclose(value, gauss.sum(-1).mean(), atol=1e-4)
+    value.backward()
+    assert model.decoder_projection.continuous.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert all(p.requires_grad for p in model.parameters())  # frozen only while computing
+
+
+def test_joint_bound_decreases_when_training_a_few_steps_on_mnist(data_root):
+    from avalanche_lvae.data import load_tensors
+
+    torch.manual_seed(0)
+    x, y = load_tensors("MNIST", train=True, root=data_root)
+    x, y = x[:512], y[:512]
+    model = LifelongVAE(hidden_dim=128)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    criterion = JointBoundLoss()
+
+    def evaluate():
+        model.eval()
+        with torch.no_grad():
+            torch.manual_seed(123)
+            value = negative_joint_bound(model(x, sample=True), x).negative_elbo.mean().item()
+        model.train()
+        return value
+
+    start = evaluate()
+    for step in range(30):
+        idx = torch.randint(0, 512, (128,))
+        optimizer.zero_grad()
+        criterion(model(x[idx]), y[idx]).backward()
+        optimizer.step()
+    assert evaluate() < start - 50  # nats: a clear drop, not noise
+
+
+@pytest.mark.parametrize(
+    "targets, message",
+    [
+        (torch.tensor([0, 1, 2, 10]), r"labels in \[0, 10\]"),
+        (torch.tensor([-1, 1, 2, 3]), "num_classes"),
+        (torch.tensor([0.0, 1.0, 2.0, 3.0]), "integer"),
+        (torch.full((4, 10), 0.5), "sum to 1"),
+        (torch.rand(4, 7), "soft targets have shape"),
+    ],
+)
+def test_losses_reject_bad_labels(targets, message):
+    model = LifelongVAE(hidden_dim=16)
+    out = model(torch.rand(4, 1, 28, 28))
+    with pytest.raises(ValueError, match=message):
+        JointBoundLoss()(out, targets)
+
+
+def test_losses_reject_bad_images_and_non_model_outputs():
+    model = LifelongVAE(hidden_dim=16)
+    x = torch.rand(4, 1, 28, 28)
+    out = model(x)
+    with pytest.raises(ValueError, match="pixel values"):
+        negative_joint_bound(out, x * 255)
+    with pytest.raises(ValueError, match="LVAEOutput"):
+        JointBoundLoss()(out.class_logits, torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="classification_weight"):
+        JointBoundLoss(classification_weight=-1)
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        information_restriction(model, 0)

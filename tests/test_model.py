@@ -1,0 +1,148 @@
+"""LifelongVAE: shapes, gradients, sampling, discrete growth, bad input."""
+
+import pytest
+import torch
+
+from avalanche_lvae import JointBoundLoss, LifelongVAE, LVAEOutput
+
+
+def _batch(shape, n=6):
+    return torch.rand(n, *shape), torch.randint(0, 10, (n,))
+
+
+@pytest.mark.parametrize("arch", ["dense", "conv"])
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_forward_backward_shapes_and_gradients_reach_every_parameter(arch, shape):
+    torch.manual_seed(0)
+    model = LifelongVAE(input_shape=shape, arch=arch, discrete_dim=3, hidden_dim=64)
+    x, y = _batch(shape)
+    out = model(x)
+    assert isinstance(out, LVAEOutput)
+    assert out.class_logits.shape == (6, 10)
+    assert out.reconstruction_logits.shape == (6, *shape)
+    assert out.continuous_loc.shape == out.continuous_scale.shape == (6, 14)
+    assert out.discrete_logits.shape == out.z_discrete.shape == (6, 3)
+    assert (out.continuous_scale > 0).all()
+    JointBoundLoss()(out, y).backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+
+
+def test_eval_classification_is_deterministic_and_uses_the_posterior_mode():
+    torch.manual_seed(0)
+    model = LifelongVAE(hidden_dim=32, discrete_dim=2).eval()
+    x, _ = _batch((1, 28, 28))
+    a, b = model(x, sample=True), model(x, sample=True)
+    assert torch.equal(a.class_logits, b.class_logits)
+    assert not torch.equal(a.z_continuous, b.z_continuous)  # reconstruction path is sampled
+    mode = model(x, sample=False)
+    assert torch.equal(mode.z_continuous, mode.continuous_loc)
+    assert torch.equal(mode.z_discrete.argmax(-1), mode.discrete_logits.argmax(-1))
+
+
+def test_training_draws_relaxed_discrete_samples():
+    model = LifelongVAE(hidden_dim=32, discrete_dim=4).train()
+    out = model(_batch((1, 28, 28))[0])
+    assert torch.allclose(out.z_discrete.sum(-1), torch.ones(6), atol=1e-5)
+    assert ((out.z_discrete > 0) & (out.z_discrete < 1)).any()  # soft, not one-hot
+
+
+@pytest.mark.parametrize("component", [0, 2, 4])
+def test_sample_with_component_returns_that_component_for_every_row(component):
+    model = LifelongVAE(hidden_dim=32, discrete_dim=5).eval()
+    images, components = model.sample(7, component=component)
+    assert images.shape == (7, 1, 28, 28)
+    assert (images >= 0).all() and (images <= 1).all()
+    assert components.tolist() == [component] * 7
+
+
+def test_sample_without_component_spreads_rows_evenly():
+    model = LifelongVAE(hidden_dim=32, discrete_dim=4).eval()
+    _, components = model.sample(12)
+    assert torch.bincount(components, minlength=4).tolist() == [3, 3, 3, 3]
+
+
+def test_grow_discrete_keeps_every_other_weight_and_output():
+    torch.manual_seed(0)
+    model = LifelongVAE(hidden_dim=32, discrete_dim=2).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, _ = _batch((1, 28, 28))
+    features_before = model.encoder(x)
+    model.grow_discrete()
+    assert model.discrete_dim == 3
+    after = model.state_dict()
+    grown = {"discrete_head.weight", "discrete_head.bias", "decoder_projection.discrete.weight",
+             "classifier_projection.discrete.weight"}
+    assert set(before) == set(after)
+    for name in before:
+        if name in grown:
+            assert after[name].shape[0 if "head" in name else 1] == 3
+        else:
+            assert torch.equal(before[name], after[name]), name
+    # Everything that does not read or write z_d is bit-identical.
+    assert torch.equal(model.encoder(x), features_before)
+    z_c = torch.randn(4, 14)
+    old_model = LifelongVAE(hidden_dim=32, discrete_dim=2).eval()
+    old_model.load_state_dict(before)
+    assert torch.equal(
+        model.decoder(model.decoder_projection.continuous(z_c)), old_model.decoder(old_model.decoder_projection.continuous(z_c))
+    )
+    model.grow_discrete(k=2)
+    assert model.discrete_dim == 5 and model(x).discrete_logits.shape == (6, 5)
+
+
+def test_temperature_is_annealed_on_the_authors_schedule():
+    model = LifelongVAE(hidden_dim=16, temperature_anneal_rate=0.01, temperature_anneal_interval=10)
+    for _ in range(9):
+        assert model.step_temperature() == 1.0
+    assert model.step_temperature() == pytest.approx(torch.exp(torch.tensor(-0.1)).item())
+    for _ in range(1000):
+        model.step_temperature()
+    assert float(model.temperature) == 0.5  # floor
+
+
+# ------------------------------------------------------------------ bad input
+@pytest.mark.parametrize(
+    "x, message",
+    [
+        (torch.rand(4, 1, 28, 28) * 255, "divide by 255"),
+        ((torch.rand(4, 1, 28, 28) - 0.1307) / 0.3081, "ToTensor"),
+        (torch.rand(4, 1, 32, 32), "wrong image shape"),
+        (torch.rand(4, 784), "wrong image shape"),
+        (torch.full((4, 1, 28, 28), float("nan")), "NaN"),
+        (torch.full((4, 1, 28, 28), float("inf")), "NaN or infinite"),
+        (torch.randint(0, 2, (4, 1, 28, 28)), "dtype"),
+        (torch.rand(0, 1, 28, 28), "empty batch"),
+    ],
+)
+def test_forward_rejects_bad_images_with_a_clear_message(x, message):
+    with pytest.raises(ValueError, match=message):
+        LifelongVAE(hidden_dim=16)(x)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"continuous_dim": 0}, "continuous_dim"),
+        ({"discrete_dim": -1}, "discrete_dim"),
+        ({"hidden_dim": 0}, "hidden_dim"),
+        ({"num_classes": 0}, "num_classes"),
+        ({"initial_temperature": 0.0}, "initial_temperature"),
+        ({"min_temperature": -1.0}, "min_temperature"),
+        ({"initial_temperature": 0.4, "min_temperature": 0.5}, "must not exceed"),
+        ({"arch": "resnet"}, "arch"),
+        ({"input_shape": (28, 28)}, "input_shape"),
+        ({"arch": "conv", "input_shape": (1, 64, 64)}, "32x32"),
+    ],
+)
+def test_constructor_rejects_bad_sizes_and_temperatures(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        LifelongVAE(**kwargs)
+
+
+def test_sample_rejects_bad_component_and_size():
+    model = LifelongVAE(hidden_dim=16, discrete_dim=2)
+    with pytest.raises(ValueError, match="component"):
+        model.sample(3, component=2)
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        model.sample(0)
