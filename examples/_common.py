@@ -28,7 +28,27 @@ si          Avalanche's ``SynapticIntelligence`` over ``SimpleMLP``
 
 ``SimpleMLP`` is ``SimpleMLP(num_classes=10, input_size=784, hidden_size=512,
 hidden_layers=2)`` (Avalanche's default dropout 0.5) trained with
-``CrossEntropyLoss``; every strategy uses Adam with ``--lr``.
+``CrossEntropyLoss``; every strategy uses Adam with ``--lr``. ``gr`` uses the
+generator ``GenerativeReplay`` builds by default (``MlpVAE``, nhid=2), built
+here only to drop its InteractiveLogger; note that Avalanche's ``MlpVAE``
+decoder maps its sigmoid through ``Normalize(0.1307, 0.3081)``, i.e. it was
+written for normalised MNIST, but its output range [-0.42, 2.82] covers the
+[0, 1] pixels of our streams, so it trains and replays fine.
+
+After each experience ``i`` the strategy is evaluated on
+``test_stream[: i + 1]`` with Avalanche's ``accuracy_metrics`` and
+``forgetting_metrics`` (experience and stream level). ``--results-json`` gets::
+
+    {"benchmark": "permuted_mnist" | "split_fmnist",
+     "config": {every flag},
+     "results": {STRATEGY: {
+        "final_avg_accuracy": float,          # Top1_Acc_Stream after the last experience
+        "final_avg_forgetting": float,        # StreamForgetting after the last experience
+        "accuracy_per_experience": [[acc on exp j after training exp i, j <= i] for i],
+        "final_neg_elbo": float | null,       # null for gr / lwf / si (no generative model)
+        "neg_elbo_per_experience": [float] | null,  # over the seen test sets, after each exp
+        "train_seconds": float,               # wall time inside strategy.train() only
+        "peak_rss_mb": float}}}               # process peak so far (includes earlier strategies)
 """
 
 from __future__ import annotations
@@ -111,32 +131,46 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser(description: str, *, default_n_experiences: int, default_epochs: int,
+def build_parser(prog: str, description: str, *, default_n_experiences: int, default_epochs: int,
                  default_si_lambda: float, default_si_eps: float) -> argparse.ArgumentParser:
     """The flags common to every example script (defaults differ per benchmark)."""
-    p = _Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = _Parser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--strategies", default=DEFAULT_STRATEGIES,
                    help=f"comma-separated list from {','.join(STRATEGIES)}")
-    p.add_argument("--n-experiences", type=_positive_int, default=default_n_experiences)
+    p.add_argument("--n-experiences", type=_positive_int, default=default_n_experiences,
+                   help="number of experiences in the stream")
     p.add_argument("--epochs", type=_positive_int, default=default_epochs, help="training epochs per experience")
-    p.add_argument("--batch-size", type=_positive_int, default=256)
+    p.add_argument("--batch-size", type=_positive_int, default=256, help="training and evaluation minibatch size")
     p.add_argument("--lr", type=_float_type(positive=True), default=1e-3, help="Adam learning rate")
     p.add_argument("--arch", choices=("dense", "conv"), default="dense", help="LifelongVAE architecture")
-    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--seed", type=_non_negative_int, default=0,
+                   help="seed of the stream and of every strategy (re-seeded before each model is built)")
     p.add_argument("--dataset-root", default=None,
-                   help="folder holding MNIST/raw and FashionMNIST/raw (default: $LVAE_DATA_DIR or ../shared/datasets)")
+                   help="folder holding MNIST/raw and FashionMNIST/raw; None means $LVAE_DATA_DIR, "
+                        "else ../shared/datasets")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
     p.add_argument("--results-json", default=None, metavar="PATH",
                    help="write the results here (atomically, after every strategy finished)")
     p.add_argument("--tensorboard", default=None, metavar="DIR",
                    help="log Avalanche metrics with TensorboardLogger(DIR/<strategy>)")
-    p.add_argument("--max-train-per-experience", type=_positive_int, default=None, metavar="N")
-    p.add_argument("--max-test-per-experience", type=_positive_int, default=None, metavar="N")
-    p.add_argument("--ewc-lambda", type=_float_type(positive=False), default=DEFAULT_EWC_LAMBDA)
-    p.add_argument("--si-lambda", type=_float_type(positive=False), default=default_si_lambda)
-    p.add_argument("--si-eps", type=_float_type(positive=True), default=default_si_eps)
-    p.add_argument("--lwf-alpha", type=_float_type(positive=False), default=DEFAULT_LWF_ALPHA)
-    p.add_argument("--lwf-temperature", type=_float_type(positive=True), default=DEFAULT_LWF_TEMPERATURE)
+    p.add_argument("--max-train-per-experience", type=_positive_int, default=None, metavar="N",
+                   help="keep only N training images per experience (quick runs); None keeps all")
+    p.add_argument("--max-test-per-experience", type=_positive_int, default=None, metavar="N",
+                   help="keep only N test images per experience; None keeps all")
+    p.add_argument("--classification-weight", type=_float_type(positive=False), default=1.0,
+                   help="weight of -log p(y|z) in the loss of every LifelongVAE strategy (1 = the joint "
+                        "bound of CCL-GM Eq. 4; larger trades ELBO for accuracy)")
+    p.add_argument("--continuous-consistency", type=_float_type(positive=False), default=0.0,
+                   help="lvae only: weight of the Gaussian consistency KL on z_c (LGM Eq. 11; 0 = Eq. 10)")
+    p.add_argument("--ewc-lambda", type=_float_type(positive=False), default=DEFAULT_EWC_LAMBDA,
+                   help="EWCPlugin lambda of the ewc strategy (tuned for --batch-size 256)")
+    p.add_argument("--si-lambda", type=_float_type(positive=False), default=default_si_lambda,
+                   help="SynapticIntelligence si_lambda")
+    p.add_argument("--si-eps", type=_float_type(positive=True), default=default_si_eps,
+                   help="SynapticIntelligence eps")
+    p.add_argument("--lwf-alpha", type=_float_type(positive=False), default=DEFAULT_LWF_ALPHA, help="LwF alpha")
+    p.add_argument("--lwf-temperature", type=_float_type(positive=True), default=DEFAULT_LWF_TEMPERATURE,
+                   help="LwF distillation temperature")
     return p
 
 
@@ -205,7 +239,7 @@ def make_strategy(name: str, args, n_classes: int, tb_dir: Optional[str] = None)
     from avalanche.training.determinism.rng_manager import RNGManager
     from avalanche.training.plugins import EWCPlugin
 
-    from avalanche_lvae import LifelongVAE, LifelongVAEStrategy, LVAECumulative, LVAENaive
+    from avalanche_lvae import JointBoundLoss, LifelongVAE, LifelongVAEStrategy, LVAECumulative, LVAENaive
 
     RNGManager.set_random_seeds(args.seed)
     device = torch.device(args.device)
@@ -215,8 +249,10 @@ def make_strategy(name: str, args, n_classes: int, tb_dir: Optional[str] = None)
         model = LifelongVAE(input_shape=(1, 28, 28), num_classes=n_classes, arch=args.arch,
                             discrete_dim=1 if name == "lvae" else args.n_experiences)
         optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+        common["criterion"] = JointBoundLoss(classification_weight=args.classification_weight)
         if name == "lvae":
-            return LifelongVAEStrategy(model=model, optimizer=optimizer, **common), True
+            return LifelongVAEStrategy(model=model, optimizer=optimizer,
+                                       continuous_consistency_weight=args.continuous_consistency, **common), True
         if name == "cumulative":
             return LVAECumulative(model=model, optimizer=optimizer, **common), True
         plugins = [EWCPlugin(ewc_lambda=args.ewc_lambda, mode="separate")] if name == "ewc" else None

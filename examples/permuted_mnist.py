@@ -30,6 +30,7 @@ BENCHMARK = "permuted_mnist"
 
 def build_parser():
     return _common.build_parser(
+        f"{BENCHMARK}.py",
         __doc__.splitlines()[0],
         default_n_experiences=5,
         default_epochs=3,

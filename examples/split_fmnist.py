@@ -28,6 +28,7 @@ BENCHMARK = "split_fmnist"
 
 def build_parser():
     return _common.build_parser(
+        f"{BENCHMARK}.py",
         __doc__.splitlines()[0],
         default_n_experiences=10,
         default_epochs=3,

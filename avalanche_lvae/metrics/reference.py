@@ -195,7 +195,8 @@ def reference_classifier(
             size or with another architecture (pass ``retrain=True`` or another name).
     """
     if not isinstance(benchmark_name, str) or not _NAME.match(benchmark_name):
-        raise ValueError(f"benchmark_name must be a non-empty string of letters, digits and _.-, got {benchmark_name!r}.")
+        raise ValueError(f"benchmark_name must be a non-empty string of letters, digits and _.-, "
+                         f"got {benchmark_name!r}.")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}.")
     datasets = _datasets(train_experiences)
