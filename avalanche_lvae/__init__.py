@@ -11,6 +11,9 @@ The public API:
   :mod:`avalanche_lvae.streams`, :mod:`avalanche_lvae.data`.
 """
 
+# Imported for its side effect: torch optimizers become picklable by dill, so
+# Avalanche's save_checkpoint works on every strategy (see checkpoint.py).
+from . import checkpoint as _checkpoint  # noqa: F401
 from .losses import JointBoundLoss
 from .models import LifelongVAE, LVAEOutput
 from .strategy import LifelongVAEStrategy

@@ -241,14 +241,17 @@ def test_bad_experiences_are_rejected_before_training(make, message):
 
 
 def test_non_finite_loss_stops_training_and_leaves_the_teacher_intact(small_stream):
+    RNGManager.set_random_seeds(0)
     strategy = _strategy()
     strategy.train(small_stream.train_stream[0])
+    trained = {k: v.clone() for k, v in strategy.model.state_dict().items()}
     strategy.optimizer.param_groups[0]["lr"] = 1e6
     with pytest.raises(NonFiniteLossError, match=r"experience 1, iteration \d+.*(term|non-finite)") as info:
         strategy.train(small_stream.train_stream[1])
     assert "teacher" in str(info.value)
     teacher = strategy.teacher
     assert all(torch.isfinite(p).all() for p in teacher.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(teacher.state_dict().values(), trained.values()))
 
 
 def test_strategy_rejects_bad_models_and_hyperparameters():
