@@ -167,6 +167,12 @@ def consistency_kl(
 
 def continuous_consistency_kl(student: Normal, teacher: Normal, reverse: bool = True) -> torch.Tensor:
     """Per-sample KL between diagonal Gaussian posteriors of z_c (LGM Eq. 11), summed over dimensions."""
+    if not isinstance(student, Normal) or not isinstance(teacher, Normal) or student.loc.shape != teacher.loc.shape:
+        raise ValueError(
+            "continuous_consistency_kl expects two torch.distributions.Normal of the same shape [N, continuous_dim], "
+            f"got {type(student).__name__} {tuple(getattr(student, 'batch_shape', ()))} and "
+            f"{type(teacher).__name__} {tuple(getattr(teacher, 'batch_shape', ()))}."
+        )
     kl = kl_divergence(student, teacher) if reverse else kl_divergence(teacher, student)
     return kl.sum(-1)
 
@@ -187,6 +193,8 @@ def information_restriction(model: LifelongVAE, n: int, component: Optional[int]
     measured as a diverging loss -- whereas the ELBO already keeps q a good
     posterior.
     """
+    if not isinstance(model, LifelongVAE):
+        raise ValueError(f"information_restriction needs an avalanche_lvae.LifelongVAE, got {type(model).__name__}.")
     check_positive_int(n, "n")
     z_continuous, z_discrete, _ = model.sample_latent(n, component)
     generated = torch.sigmoid(model.decode(z_continuous, z_discrete))
@@ -242,6 +250,14 @@ class JointBoundLoss(nn.Module):
             raise ValueError(
                 f"JointBoundLoss needs the LifelongVAE's LVAEOutput, got {type(output).__name__}; "
                 "train a LifelongVAE with avalanche_lvae.LifelongVAEStrategy, LVAENaive or LVAECumulative."
+            )
+        if sample_weights is not None and (
+            sample_weights.shape != (len(output),) or not torch.isfinite(sample_weights).all()
+            or (sample_weights < 0).any()
+        ):
+            raise ValueError(
+                f"sample_weights must be a [{len(output)}] tensor of finite non-negative weights (one per row, "
+                f"summing to 1), got shape {tuple(sample_weights.shape)}."
             )
         terms = negative_joint_bound(output, output.inputs, targets).mean(sample_weights)
         self.last_terms = terms

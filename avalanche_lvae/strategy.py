@@ -7,6 +7,7 @@ from avalanche.training.templates import SupervisedTemplate
 
 from .plugins import PosteriorConsistencyPlugin, TeacherReplayPlugin, TeacherSwapPlugin
 from .training import LVAETemplateMixin
+from .validation import check_bool
 
 __all__ = ["LifelongVAEStrategy"]
 
@@ -68,7 +69,7 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
         **kwargs,
     ):
         lifelong_plugins: List[SupervisedPlugin] = [TeacherSwapPlugin(grow_discrete=grow_discrete)]
-        if replay:
+        if check_bool(replay, "replay"):
             lifelong_plugins.append(TeacherReplayPlugin(replay_size=replay_size, soft_labels=soft_replay_labels))
         lifelong_plugins.append(
             PosteriorConsistencyPlugin(

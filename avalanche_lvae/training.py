@@ -86,6 +86,15 @@ class LVAETemplateMixin:
         self.mb_sample_weights = None
         self.replay_batch = None
 
+    def make_train_dataloader(self, *args, drop_last: bool = False, **kwargs):
+        # BatchNorm cannot normalise a minibatch of one image in training mode
+        # (torch raises "Expected more than 1 value per channel"): when the
+        # data leave a last minibatch of exactly one image, drop it.
+        data = self.adapted_dataset
+        if not drop_last and data is not None and len(data) > 1 and len(data) % self.train_mb_size == 1:
+            drop_last = True
+        super().make_train_dataloader(*args, drop_last=drop_last, **kwargs)
+
     def _before_training_exp(self, **kwargs):
         validate_experience(self.experience, self.model)
         super()._before_training_exp(**kwargs)

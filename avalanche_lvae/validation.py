@@ -17,6 +17,7 @@ __all__ = [
     "check_positive_int",
     "check_positive_float",
     "check_non_negative_float",
+    "check_bool",
 ]
 
 _PIXEL_TOLERANCE = 1e-6
@@ -98,3 +99,13 @@ def check_non_negative_float(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, Real) or not value >= 0 or value == float("inf"):
         raise ValueError(f"{name} must be a finite number >= 0 (0 switches the term off), got {value!r}.")
     return float(value)
+
+
+def check_bool(value, name: str) -> bool:
+    """Return ``value`` if it is a bool (or numpy bool), else raise ``ValueError``.
+
+    ``bool("no")`` is True: a flag passed as a string must not silently mean "on".
+    """
+    if not isinstance(value, bool) and type(value).__name__ != "bool_":
+        raise ValueError(f"{name} must be True or False, got {value!r}.")
+    return bool(value)

@@ -33,6 +33,9 @@ def feature_statistics(features: torch.Tensor) -> Tuple[np.ndarray, np.ndarray]:
     """Mean ``[D]`` and covariance ``[D, D]`` (unbiased, float64) of ``features`` ``[N, D]``."""
     if features.dim() != 2 or features.shape[0] < 2:
         raise ValueError(f"need at least 2 feature vectors [N, D], got shape {tuple(features.shape)}.")
+    if not torch.isfinite(features).all():
+        # e.g. a diverged generator's NaN images; scipy's sqrtm would fail with an internal error.
+        raise ValueError("features contain NaN or infinite values (are the generated or test images finite?).")
     data = features.detach().cpu().double().numpy()
     return data.mean(axis=0), np.cov(data, rowvar=False)
 

@@ -169,6 +169,12 @@ class LifelongVAE(nn.Module):
         when the reconstruction is sampled.
         """
         check_images(x, self.input_shape, "LifelongVAE.forward")
+        weight_dtype = self.continuous_head.weight.dtype
+        if x.dtype != weight_dtype:  # else torch fails deep inside a Linear with "mat1 and mat2 ..."
+            raise ValueError(
+                f"LifelongVAE.forward: images have dtype {x.dtype} but the model's weights are {weight_dtype}; "
+                f"convert the images with x.to({weight_dtype}) (or the model with model.to({x.dtype}))."
+            )
         loc, scale, discrete_logits = self.encode(x)
         for name, value in (("continuous_loc", loc), ("continuous_scale", scale), ("discrete_logits", discrete_logits)):
             if not torch.isfinite(value).all():

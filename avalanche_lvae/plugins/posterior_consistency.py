@@ -8,7 +8,7 @@ from torch.distributions import Normal
 
 from ..losses import consistency_kl, continuous_consistency_kl, information_restriction
 from ..models import LVAEOutput
-from ..validation import check_non_negative_float, check_positive_int
+from ..validation import check_bool, check_non_negative_float, check_positive_int
 
 __all__ = ["PosteriorConsistencyPlugin"]
 
@@ -52,7 +52,7 @@ class PosteriorConsistencyPlugin(SupervisedPlugin):
         self.consistency_weight = check_non_negative_float(consistency_weight, "consistency_weight")
         self.info_weight = check_non_negative_float(info_weight, "info_weight")
         self.info_samples = None if info_samples is None else check_positive_int(info_samples, "info_samples")
-        self.reverse_kl = bool(reverse_kl)
+        self.reverse_kl = check_bool(reverse_kl, "reverse_kl")
         self.continuous_consistency_weight = check_non_negative_float(
             continuous_consistency_weight, "continuous_consistency_weight"
         )

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from avalanche.core import SupervisedPlugin
 
-from ..validation import check_positive_int
+from ..validation import check_bool, check_positive_int
 
 __all__ = ["TeacherReplayPlugin", "ReplayBatch"]
 
@@ -57,7 +57,7 @@ class TeacherReplayPlugin(SupervisedPlugin):
     def __init__(self, replay_size: Optional[int] = None, soft_labels: bool = True):
         super().__init__()
         self.replay_size = None if replay_size is None else check_positive_int(replay_size, "replay_size")
-        self.soft_labels = bool(soft_labels)
+        self.soft_labels = check_bool(soft_labels, "soft_labels")
 
     def before_training_iteration(self, strategy, **kwargs):
         teacher = getattr(strategy, "teacher", None)

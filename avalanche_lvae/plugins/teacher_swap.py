@@ -5,6 +5,9 @@ import copy
 from avalanche.core import SupervisedPlugin
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..models import LifelongVAE
+from ..validation import check_bool
+
 __all__ = ["TeacherSwapPlugin"]
 
 
@@ -32,9 +35,14 @@ class TeacherSwapPlugin(SupervisedPlugin):
 
     def __init__(self, grow_discrete: bool = True):
         super().__init__()
-        self.grow_discrete = bool(grow_discrete)
+        self.grow_discrete = check_bool(grow_discrete, "grow_discrete")
 
     def before_training_exp(self, strategy, **kwargs):
+        if not isinstance(strategy.model, LifelongVAE):  # fail at the first experience, not at the second
+            raise ValueError(
+                f"TeacherSwapPlugin needs a strategy training an avalanche_lvae.LifelongVAE (it grows z_d and "
+                f"replays from the teacher), got a {type(strategy.model).__name__}."
+            )
         if strategy.clock.train_exp_counter == 0:
             strategy.teacher = None  # the first experience trains a plain student
             return

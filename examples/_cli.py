@@ -1,0 +1,176 @@
+"""The command line shared by the example scripts: flags, their checks, one-line errors.
+
+Every mistake a user can make on the command line ends the script with exit
+code 2 and a single ``error: ...`` line on stderr (no usage block, no
+traceback): :class:`_Parser` overrides ``argparse``'s error output and
+:func:`check_args` adds the checks ``argparse`` cannot express.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from typing import Callable
+
+import torch
+
+STRATEGIES = ("lvae", "naive", "ewc", "gr", "lwf", "si", "cumulative")
+DEFAULT_STRATEGIES = "lvae,naive,ewc,gr"
+GENERATIVE = ("lvae", "naive", "ewc", "cumulative")  # strategies whose model has an ELBO and generates
+
+# EWC lambda for the LifelongVAE (Avalanche's penalty: lambda * sum F (theta - theta*)^2,
+# F = mean over minibatches of the squared gradient of the minibatch-mean joint
+# bound, so F and hence the right lambda depend on --batch-size). Measured on
+# permuted MNIST, 2 experiences x 10k images, 1 epoch, batch 256, seed 0:
+#   lambda   acc exp0 / exp1   -ELBO   penalty / loss at the end of exp 1
+#   1        0.125 / 0.709     251     0.2 / 180  (= naive)
+#   1e3      0.184 / 0.711     226     32 / 185
+#   1e4      0.433 / 0.641     243     53 / 245
+#   1e5      0.551 / 0.246     290     36 / 348  (cannot learn the new task)
+DEFAULT_EWC_LAMBDA = 1e4
+# LwF as in the continual-learning-baselines permuted/split MNIST scripts.
+DEFAULT_LWF_ALPHA = 1.0
+DEFAULT_LWF_TEMPERATURE = 1.0
+# Generated images per Frechet distance evaluation: one MNIST test set, as in LGM.
+DEFAULT_FD_SAMPLES = 10000
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def _float_type(positive: bool) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            kind = "positive" if positive else "non-negative"
+            raise argparse.ArgumentTypeError(f"expected a finite {kind} number, got {text!r}")
+        return value
+
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    """``error`` prints one ``error: ...`` line (no usage block) and exits with code 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser(prog: str, description: str, *, default_n_experiences: int, default_epochs: int,
+                 default_si_lambda: float, default_si_eps: float) -> argparse.ArgumentParser:
+    """The flags common to every example script (defaults differ per benchmark)."""
+    p = _Parser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--strategies", default=DEFAULT_STRATEGIES,
+                   help=f"comma-separated list from {','.join(STRATEGIES)}")
+    p.add_argument("--n-experiences", type=_positive_int, default=default_n_experiences,
+                   help="number of experiences in the stream")
+    p.add_argument("--epochs", type=_positive_int, default=default_epochs, help="training epochs per experience")
+    p.add_argument("--batch-size", type=_positive_int, default=256, help="training and evaluation minibatch size")
+    p.add_argument("--lr", type=_float_type(positive=True), default=1e-3,
+                   help="Adam learning rate (may differ on a resume: it is applied to the restored optimizer)")
+    p.add_argument("--arch", choices=("dense", "conv"), default="dense", help="LifelongVAE architecture")
+    p.add_argument("--seed", type=_non_negative_int, default=0,
+                   help="seed of the stream and of every strategy (re-seeded before each model is built)")
+    p.add_argument("--dataset-root", default=None,
+                   help="folder holding MNIST/raw and FashionMNIST/raw; None means $LVAE_DATA_DIR, "
+                        "else ../shared/datasets")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
+    p.add_argument("--results-json", default=None, metavar="PATH",
+                   help="write the results here (atomically, after every strategy finished)")
+    p.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="log Avalanche metrics with TensorboardLogger(DIR/<strategy>)")
+    p.add_argument("--plots", default=None, metavar="DIR",
+                   help="write accuracy / negative ELBO / Frechet distance curves (PNG) and every sample "
+                        "grid (DIR/<strategy>/) there")
+    p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                   help="checkpoint every strategy after every experience in DIR/<strategy>/ and, when "
+                        "checkpoints exist, resume each strategy from its last complete experience")
+    p.add_argument("--no-frechet", action="store_true",
+                   help="skip the Frechet distance (and the reference classifier it needs): quicker runs")
+    p.add_argument("--fd-samples", type=_positive_int, default=DEFAULT_FD_SAMPLES, metavar="N",
+                   help="generated images per Frechet distance evaluation")
+    p.add_argument("--max-train-per-experience", type=_positive_int, default=None, metavar="N",
+                   help="keep only N training images per experience (quick runs); None keeps all")
+    p.add_argument("--max-test-per-experience", type=_positive_int, default=None, metavar="N",
+                   help="keep only N test images per experience; None keeps all")
+    # Measured on full permuted MNIST (5 x 60k, 3 epochs, seed 0), lvae final average accuracy /
+    # negative ELBO: weight 1 and no z_c consistency (the papers' Eq. 4 and 10 as written)
+    # 0.830 / 150.0 nats; weight 20 with z_c consistency 1 -> 0.903 / 149.2 nats.
+    p.add_argument("--classification-weight", type=_float_type(positive=False), default=20.0,
+                   help="weight (alpha) of -log p(y|z) in the loss of every LifelongVAE strategy "
+                        "(lvae, naive, ewc, cumulative); 1 is the joint bound of CCL-GM Eq. 4")
+    p.add_argument("--continuous-consistency", type=_float_type(positive=False), default=1.0,
+                   help="lvae only: weight of the Gaussian consistency KL on z_c (LGM Eq. 11); 0 gives "
+                        "LGM Eq. 10 as written")
+    p.add_argument("--ewc-lambda", type=_float_type(positive=False), default=DEFAULT_EWC_LAMBDA,
+                   help="EWCPlugin lambda of the ewc strategy (tuned for --batch-size 256)")
+    p.add_argument("--si-lambda", type=_float_type(positive=False), default=default_si_lambda,
+                   help="SynapticIntelligence si_lambda")
+    p.add_argument("--si-eps", type=_float_type(positive=True), default=default_si_eps,
+                   help="SynapticIntelligence eps")
+    p.add_argument("--lwf-alpha", type=_float_type(positive=False), default=DEFAULT_LWF_ALPHA, help="LwF alpha")
+    p.add_argument("--lwf-temperature", type=_float_type(positive=True), default=DEFAULT_LWF_TEMPERATURE,
+                   help="LwF distillation temperature")
+    return p
+
+
+def _check_output_dir(parser: argparse.ArgumentParser, flag: str, path: str) -> None:
+    """A folder the script will create: it must not be a file, and its first existing ancestor writable."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        parser.error(f"argument {flag}: {path} exists and is not a folder")
+    ancestor = os.path.abspath(path)
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.access(ancestor, os.W_OK):
+        parser.error(f"argument {flag}: cannot create or write {path} ({ancestor} is not writable)")
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Flag checks argparse cannot express; calls ``parser.error`` (exit code 2)."""
+    names = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    unknown = [s for s in names if s not in STRATEGIES]
+    if unknown or not names:
+        parser.error(f"argument --strategies: unknown strategy {', '.join(map(repr, unknown)) or '(none given)'}; "
+                     f"choose from {','.join(STRATEGIES)}")
+    if len(set(names)) != len(names):
+        parser.error(f"argument --strategies: {args.strategies!r} names a strategy twice")
+    args.strategies = names
+    if args.seed >= 2**32:  # numpy's seed range (RNGManager seeds numpy too)
+        parser.error(f"argument --seed: must be below 2**32, got {args.seed}")
+    if args.results_json is not None:
+        folder = os.path.dirname(os.path.abspath(args.results_json))
+        if os.path.isdir(args.results_json):
+            parser.error(f"argument --results-json: {args.results_json} is a folder; give a file name")
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            parser.error(f"argument --results-json: folder {folder} does not exist or is not writable")
+    for flag, path in (("--plots", args.plots), ("--checkpoint-dir", args.checkpoint_dir),
+                       ("--tensorboard", args.tensorboard)):
+        if path is not None:
+            _check_output_dir(parser, flag, path)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        parser.error(f"argument --device: not a torch device: {args.device!r} (use e.g. cpu or cuda:0)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"argument --device {args.device}: CUDA is not available on this machine; use --device cpu")
