@@ -16,7 +16,7 @@ $(STAMP): setup.py
 	touch $(STAMP)
 
 test: venv
-	$(VPY) -m pytest -q tests
+	OMP_NUM_THREADS=1 $(VPY) -m pytest -q tests
 
 demo: venv
 	$(VPY) examples/permuted_mnist.py
