@@ -127,7 +127,7 @@ class StrategyCheckpoints:
                 strategy, exp_counter = maybe_load_checkpoint(strategy, path, map_location=device)
         except Exception as exc:  # torch/zip/pickle errors of a truncated or damaged file
             raise CheckpointError(f"checkpoint {path} is damaged or truncated and cannot be loaded "
-                                  f"({type(exc).__name__}: {str(exc)[:120]}); {fallback}.") from None
+                                  f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]}); {fallback}.") from None
         progress = getattr(strategy, "example_progress", None)
         if not isinstance(progress, dict) or progress.get("strategy") != name:
             raise CheckpointError(f"checkpoint {path} was not written by this script for strategy {name!r}; "

@@ -11,6 +11,7 @@ of it.
 import hashlib
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -138,7 +139,7 @@ def test_damaged_checkpoint_is_named_and_the_previous_one_resumes(two_checkpoint
     newest, previous = folder / "lvae" / "ckpt_exp001.pkl", folder / "lvae" / "ckpt_exp000.pkl"
     kept = digests(folder / "lvae")["ckpt_exp000.pkl"]
     data = newest.read_bytes()
-    newest.write_bytes(data[: len(data) // 2] if damage == "truncate" else os.urandom(4096))
+    newest.write_bytes(data[: len(data) // 2] if damage == "truncate" else random.Random(0).randbytes(4096))
     main = load_example("permuted_mnist").main
     out = tmp_path / "results.json"
     assert main(TINY + ["--checkpoint-dir", str(folder), "--results-json", str(out)]) == 2
