@@ -59,25 +59,21 @@ class PosteriorConsistencyPlugin(SupervisedPlugin):
 
     def before_backward(self, strategy, **kwargs):
         replay = getattr(strategy, "replay_batch", None)
-        if self.consistency_weight > 0 and replay is not None:
-            student_logits = _student_output(strategy).discrete_logits[replay.num_real :]
-            consistency = consistency_kl(student_logits, replay.teacher_discrete_logits, reverse=self.reverse_kl)
-            consistency = consistency.mean()
-            _record(strategy, "consistency", consistency)
-            strategy.loss = strategy.loss + self.consistency_weight * consistency
-        if self.continuous_consistency_weight > 0 and replay is not None:
-            output = _student_output(strategy)
-            rows = slice(replay.num_real, None)
-            student = Normal(output.continuous_loc[rows], output.continuous_scale[rows])
-            teacher = Normal(replay.teacher_continuous_loc, replay.teacher_continuous_scale)
-            continuous = continuous_consistency_kl(student, teacher, reverse=self.reverse_kl).mean()
-            _record(strategy, "continuous_consistency", continuous)
-            strategy.loss = strategy.loss + self.continuous_consistency_weight * continuous
+        if replay is not None and (self.consistency_weight > 0 or self.continuous_consistency_weight > 0):
+            output, rows = _student_output(strategy), slice(replay.num_real, None)
+            if self.consistency_weight > 0:
+                consistency = consistency_kl(
+                    output.discrete_logits[rows], replay.teacher_discrete_logits, reverse=self.reverse_kl
+                )
+                _add_term(strategy, "consistency", self.consistency_weight, consistency.mean())
+            if self.continuous_consistency_weight > 0:
+                student = Normal(output.continuous_loc[rows], output.continuous_scale[rows])
+                teacher = Normal(replay.teacher_continuous_loc, replay.teacher_continuous_scale)
+                continuous = continuous_consistency_kl(student, teacher, reverse=self.reverse_kl)
+                _add_term(strategy, "continuous_consistency", self.continuous_consistency_weight, continuous.mean())
         if self.info_weight > 0:
             samples = self.info_samples or max(1, strategy.train_mb_size // 4)
-            information = information_restriction(strategy.model, samples)
-            _record(strategy, "information", information)
-            strategy.loss = strategy.loss + self.info_weight * information
+            _add_term(strategy, "information", self.info_weight, information_restriction(strategy.model, samples))
 
 
 def _student_output(strategy) -> LVAEOutput:
@@ -93,7 +89,9 @@ def _student_output(strategy) -> LVAEOutput:
     return output
 
 
-def _record(strategy, name: str, value) -> None:
+def _add_term(strategy, name: str, weight: float, value) -> None:
+    # Recorded by name so the strategy's non-finite guard can say which term diverged.
     if not hasattr(strategy, "loss_terms"):
         strategy.loss_terms = {}
     strategy.loss_terms[name] = value
+    strategy.loss = strategy.loss + weight * value
