@@ -39,6 +39,10 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
         replay_size: replayed rows per minibatch (default ``train_mb_size``).
         soft_replay_labels: teacher class probabilities as replay labels
             (default) rather than their argmax.
+        replay_label_source: ``"prior"`` (default, CCL-GM: the teacher
+            classifies the generating z) or ``"posterior"`` (the teacher
+            classifies x~ at the mode of its posterior, as it does real data);
+            see :class:`~avalanche_lvae.plugins.TeacherReplayPlugin`.
         grow_discrete: add one z_d value per experience (default True).
         info_samples: prior samples per iteration for L_I (default ``train_mb_size // 4``).
         reverse_kl: reverse (default) or forward consistency KL.
@@ -61,6 +65,7 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
         replay: bool = True,
         replay_size: Optional[int] = None,
         soft_replay_labels: bool = True,
+        replay_label_source: str = "prior",
         grow_discrete: bool = True,
         info_samples: Optional[int] = None,
         reverse_kl: bool = True,
@@ -70,7 +75,9 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
     ):
         lifelong_plugins: List[SupervisedPlugin] = [TeacherSwapPlugin(grow_discrete=grow_discrete)]
         if check_bool(replay, "replay"):
-            lifelong_plugins.append(TeacherReplayPlugin(replay_size=replay_size, soft_labels=soft_replay_labels))
+            lifelong_plugins.append(TeacherReplayPlugin(
+                replay_size=replay_size, soft_labels=soft_replay_labels, label_source=replay_label_source
+            ))
         lifelong_plugins.append(
             PosteriorConsistencyPlugin(
                 consistency_weight=consistency_weight,

@@ -124,6 +124,9 @@ def build_parser(prog: str, description: str, *, default_n_experiences: int, def
     p.add_argument("--continuous-consistency", type=_float_type(positive=False), default=0.0,
                    help="lvae only: weight of the Gaussian consistency KL on z_c (LGM Eq. 11); 0 gives "
                         "LGM Eq. 10 as written")
+    p.add_argument("--replay-labels", choices=("prior", "posterior"), default="prior",
+                   help="lvae only: the teacher labels its replay from the generating z (prior, CCL-GM) or from "
+                        "the mode of its posterior of the replayed image (posterior)")
     p.add_argument("--ewc-lambda", type=_float_type(positive=False), default=DEFAULT_EWC_LAMBDA,
                    help="EWCPlugin lambda of the ewc strategy (tuned for --batch-size 256)")
     p.add_argument("--si-lambda", type=_float_type(positive=False), default=default_si_lambda,

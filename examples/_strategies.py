@@ -138,7 +138,8 @@ def make_strategy(name: str, args, n_classes: int, reference=None, tb_dir: Optio
         common["criterion"] = JointBoundLoss(classification_weight=args.classification_weight)
         if name == "lvae":
             return LifelongVAEStrategy(model=model, optimizer=optimizer,
-                                       continuous_consistency_weight=args.continuous_consistency, **common), True
+                                       continuous_consistency_weight=args.continuous_consistency,
+                                       replay_label_source=args.replay_labels, **common), True
         if name == "cumulative":
             return LVAECumulative(model=model, optimizer=optimizer, **common), True
         plugins = [EWCPlugin(ewc_lambda=args.ewc_lambda, mode="separate")] if name == "ewc" else None

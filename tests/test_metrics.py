@@ -30,7 +30,7 @@ from avalanche_lvae.metrics import (
     reference,
     reference_classifier,
 )
-from avalanche_lvae.streams import permuted_mnist
+from avalanche_lvae.streams import experience_tensors, permuted_mnist
 
 HIDDEN = 32
 PAD = 2  # make_grid's padding
@@ -66,7 +66,7 @@ def trained_model(data_root):
 @pytest.fixture(scope="module")
 def tiny_reference(tiny_stream, tmp_path_factory):
     return reference_classifier("tiny_pmnist", tiny_stream.train_stream, tiny_stream.test_stream,
-                                cache_dir=tmp_path_factory.mktemp("cache"), epochs=1)
+                                cache_dir=tmp_path_factory.mktemp("cache"), epochs=8)
 
 
 # ----------------------------------------------------------------------------- Frechet distance
@@ -155,6 +155,28 @@ def test_reference_classifier_is_cached_and_reused(tiny_stream, tmp_path, monkey
         reference_classifier("tiny", tiny_stream.train_stream, retrain=True, **kwargs)
     with pytest.raises(ValueError, match="benchmark_name"):
         reference_classifier("../x", tiny_stream.train_stream, **kwargs)
+
+
+def test_reference_classifier_learns_distribution_class_pairs(tiny_stream, tiny_reference, tmp_path):
+    # Permuted MNIST's experiences share their labels; the reference must still
+    # tell them apart, or an FD could not see a forgotten distribution.
+    meta = tiny_reference.metadata
+    assert meta["architecture"]["per_distribution"] and tiny_reference.head.out_features == 2 * 10
+    features, identified = [], []
+    with torch.no_grad():
+        for index, experience in enumerate(tiny_stream.test_stream):
+            x, y = experience_tensors(experience.dataset)
+            pairs = tiny_reference(x).argmax(-1)
+            identified.append(float((pairs // 10 == index).float().mean()))
+            features.append(tiny_reference.features(x))
+    assert min(identified) > 0.9, identified
+    # One distribution alone is far from the pooled test set; two halves of the pool are close.
+    pooled = torch.cat(features)
+    halves = frechet_distance(torch.cat([f[::2] for f in features]), torch.cat([f[1::2] for f in features]))
+    assert frechet_distance(features[-1], pooled) > 2 * halves
+    # Class-only targets remain available, and labels outside num_classes are refused.
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\)"):
+        reference_classifier("tiny_bad", tiny_stream.train_stream, num_classes=5, cache_dir=tmp_path)
 
 
 # ----------------------------------------------------------------------------- Avalanche integration

@@ -120,6 +120,16 @@ def test_teacher_replay_is_generated_and_labelled_by_the_teacher():
     torch.manual_seed(7)
     TeacherReplayPlugin(soft_labels=False).before_training_iteration(strategy)
     assert torch.equal(strategy.mbatch[1][4:], expected_labels.argmax(-1))
+    # label_source="posterior": the teacher classifies x~ as it classifies a real image at test time.
+    strategy.mbatch = [torch.rand(4, 1, 28, 28), torch.tensor([1, 2, 3, 4]), torch.zeros(4, dtype=torch.long)]
+    torch.manual_seed(7)
+    TeacherReplayPlugin(label_source="posterior").before_training_iteration(strategy)
+    with torch.no_grad():
+        test_time_labels = teacher(expected_x).class_logits.softmax(-1)
+    assert torch.allclose(strategy.mbatch[1][4:], test_time_labels)
+    assert not torch.allclose(test_time_labels, expected_labels)
+    with pytest.raises(ValueError, match="label_source must be one of"):
+        TeacherReplayPlugin(label_source="decoder")
 
 
 @pytest.mark.parametrize(
@@ -258,6 +268,7 @@ def test_strategy_rejects_bad_models_and_hyperparameters():
     with pytest.raises(ValueError, match="LifelongVAE"):
         LifelongVAEStrategy(model=torch.nn.Linear(2, 2), optimizer=None)
     for kwargs, name in [(dict(consistency_weight=-1.0), "consistency_weight"), (dict(info_weight=float("nan")), "info_weight"),
-                         (dict(replay_size=0), "replay_size"), (dict(info_samples=-3), "info_samples")]:
+                         (dict(replay_size=0), "replay_size"), (dict(info_samples=-3), "info_samples"),
+                         (dict(replay_label_source="true"), "label_source")]:
         with pytest.raises(ValueError, match=name):
             _strategy(**kwargs)

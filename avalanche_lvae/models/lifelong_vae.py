@@ -153,6 +153,13 @@ class LifelongVAE(nn.Module):
         """Class logits of p(y|z), shape ``[N, num_classes]``."""
         return self.classifier(self.classifier_projection(z_continuous, z_discrete))
 
+    def classify_posterior_mode(self, loc: torch.Tensor, discrete_logits: torch.Tensor) -> torch.Tensor:
+        """Class logits at the mode of q(z|x): z_c = its mean, z_d = one-hot argmax (how x is classified at test)."""
+        return self.classify(loc, self._one_hot_mode(discrete_logits).to(loc.dtype))
+
+    def _one_hot_mode(self, discrete_logits: torch.Tensor) -> torch.Tensor:
+        return F.one_hot(discrete_logits.argmax(-1), self.discrete_dim)
+
     def forward(self, x: torch.Tensor, sample: Optional[bool] = None) -> LVAEOutput:
         """Encode, draw z, decode and classify.
 
@@ -181,10 +188,9 @@ class LifelongVAE(nn.Module):
                 # Diverged weights (e.g. a learning rate far too large): fail here
                 # with a readable error instead of inside torch.distributions.
                 raise FloatingPointError(f"the encoder produced non-finite {name}: the weights have diverged")
-        mode_discrete = F.one_hot(discrete_logits.argmax(-1), self.discrete_dim).to(loc.dtype)
         sample = self.training if sample is None else sample
         if not sample:
-            z_continuous, z_discrete = loc, mode_discrete
+            z_continuous, z_discrete = loc, self._one_hot_mode(discrete_logits).to(loc.dtype)
         elif self.training:
             z_continuous = Normal(loc, scale).rsample()
             z_discrete = RelaxedOneHotCategorical(self.temperature, logits=discrete_logits).rsample()
@@ -192,7 +198,8 @@ class LifelongVAE(nn.Module):
             z_continuous = Normal(loc, scale).sample()
             z_discrete = OneHotCategorical(logits=discrete_logits).sample()
         class_logits = (
-            self.classify(z_continuous, z_discrete) if self.training else self.classify(loc, mode_discrete)
+            self.classify(z_continuous, z_discrete) if self.training
+            else self.classify_posterior_mode(loc, discrete_logits)
         )
         return LVAEOutput(
             class_logits=class_logits,

@@ -39,10 +39,10 @@ class TeacherReplayPlugin(SupervisedPlugin):
         ``before_training_iteration``: when ``strategy.teacher`` exists, draw
         ``replay_size`` samples with z_d fixed in equal shares over the
         teacher's components and z_c ~ N(0, I), decode the Bernoulli means
-        x~ and label them with the teacher's classifier on the generating z
-        (soft labels by default; the real labels become one-hot so that one
-        target tensor holds both). Everything runs in one ``no_grad`` teacher
-        pass, which also records q_teacher(z_d|x~) for the consistency term.
+        x~ and label them with the teacher's classifier (soft labels by
+        default; the real labels become one-hot so that one target tensor
+        holds both). Everything runs in one ``no_grad`` teacher pass, which
+        also records q_teacher(z|x~) for the consistency terms.
         It then sets ``strategy.mb_sample_weights`` so that the current
         distribution weighs pi = 1/(k+1) and the k past ones (1 - pi) together
         (LGM Sec. 4): every distribution counts the same, while the
@@ -52,12 +52,24 @@ class TeacherReplayPlugin(SupervisedPlugin):
         replay_size: replayed rows per minibatch; None uses ``train_mb_size``.
         soft_labels: label replay with the teacher's class probabilities
             (default) or with their argmax.
+        label_source: where the teacher's classifier reads z for the labels.
+            ``"prior"`` (default, CCL-GM): the generating z = [z_c, z_d].
+            ``"posterior"``: the mode of q_teacher(z|x~), i.e. the teacher
+            classifies x~ exactly as it classifies a real image at test time.
+            The decoder renders a prior z only approximately, so the two can
+            disagree; with ``"posterior"`` the student distils the teacher's
+            test-time function x -> y on x~ (measured on permuted MNIST in README).
     """
 
-    def __init__(self, replay_size: Optional[int] = None, soft_labels: bool = True):
+    LABEL_SOURCES = ("prior", "posterior")
+
+    def __init__(self, replay_size: Optional[int] = None, soft_labels: bool = True, label_source: str = "prior"):
         super().__init__()
         self.replay_size = None if replay_size is None else check_positive_int(replay_size, "replay_size")
         self.soft_labels = check_bool(soft_labels, "soft_labels")
+        if label_source not in self.LABEL_SOURCES:
+            raise ValueError(f"label_source must be one of {self.LABEL_SOURCES}, got {label_source!r}.")
+        self.label_source = label_source
 
     def before_training_iteration(self, strategy, **kwargs):
         teacher = getattr(strategy, "teacher", None)
@@ -69,8 +81,11 @@ class TeacherReplayPlugin(SupervisedPlugin):
         with torch.no_grad():
             z_continuous, z_discrete, components = teacher.sample_latent(replay_size)
             replay_x = torch.sigmoid(teacher.decode(z_continuous, z_discrete))
-            replay_class_logits = teacher.classify(z_continuous, z_discrete)
-            teacher_posterior = teacher.encode(replay_x)
+            teacher_loc, teacher_scale, teacher_discrete_logits = teacher.encode(replay_x)
+            if self.label_source == "posterior":
+                replay_class_logits = teacher.classify_posterior_mode(teacher_loc, teacher_discrete_logits)
+            else:
+                replay_class_logits = teacher.classify(z_continuous, z_discrete)
         if self.soft_labels:
             real_targets = y if torch.is_floating_point(y) else F.one_hot(y, teacher.num_classes).to(x.dtype)
             targets = torch.cat([real_targets, replay_class_logits.softmax(-1)])
@@ -85,5 +100,4 @@ class TeacherReplayPlugin(SupervisedPlugin):
         strategy.mb_sample_weights = torch.cat(
             [x.new_full((num_real,), current_share / num_real), x.new_full((replay_size,), (1 - current_share) / replay_size)]
         )
-        teacher_loc, teacher_scale, teacher_discrete_logits = teacher_posterior
         strategy.replay_batch = ReplayBatch(num_real, components, teacher_discrete_logits, teacher_loc, teacher_scale)
