@@ -20,5 +20,6 @@ setup(
         "tqdm",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest", "pytest-timeout"]},
+    # "benchmarks": the QP solver of Avalanche's GEM, for benchmarks/leaderboard.py.
+    extras_require={"test": ["pytest", "pytest-timeout"], "benchmarks": ["quadprog"]},
 )

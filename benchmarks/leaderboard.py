@@ -1,0 +1,399 @@
+"""Leaderboard: Avalanche's strategies and the lifelong VAE on permuted MNIST, one function per entry.
+
+Shaped like ContinualAI/continual-learning-baselines (``experiments/permuted_mnist/*.py``):
+each entry is a function ``<strategy>_<benchmark>(override_args=None)`` that
+builds its hyperparameters in one dict (merged with ``override_args`` by
+:func:`create_default_args`), calls :func:`set_seed`, trains on the stream
+experience by experience, evaluates on the test sets seen so far after each
+one, and returns the results of the last evaluation.
+
+Common to every ``*_pmnist`` entry: the same stream,
+``avalanche_lvae.streams.permuted_mnist`` (MNIST then 4 fixed permutations of
+stream seed 0, pixels in [0, 1], all 60k / 10k images), one 10-way head, and
+for Avalanche's strategies ``SimpleMLP(hidden_size=512, hidden_layers=2)``
+with cross-entropy. Adam lr 1e-3, batch 256, 3 epochs (the README's protocol)
+unless the entry's dict says otherwise: GEM and A-GEM use the baselines'
+settings (SGD lr 0.1, batch 10, 1 epoch, no dropout; GEM trains on the first
+1000 images of each experience, as the baselines' ``GEM_reduced`` and the GEM
+paper). ``lvae_pmnist`` is ``LifelongVAEStrategy`` over
+``LifelongVAE(discrete_dim=1)`` (hidden 512, 2 layers, as the MLP);
+``lvae_sfmnist`` the same on split FashionMNIST (10 experiences of one class).
+``gem_pmnist`` needs the ``quadprog`` QP solver (``pip install quadprog``).
+EWC's and SI's lambdas come from small sweeps (in their docstrings); SI runs
+with a fix for Avalanche 0.6, whose SI learns nothing on CPU
+(:func:`_si_weight_copies`).
+
+Usage (from the repository root, one thread per run)::
+
+    OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python benchmarks/leaderboard.py
+    OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python benchmarks/leaderboard.py --entries naive_pmnist,lvae_pmnist
+    OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python benchmarks/leaderboard.py --quick   # smoke run
+
+writes ``benchmarks/results/leaderboard.md`` (entry, final average accuracy
+over the 5 tasks, average forgetting, training seconds) and
+``leaderboard.json`` beside it (every metric, every hyperparameter);
+``--quick`` (500 training / 200 test images per experience, 1 epoch) writes
+``leaderboard_quick.*`` instead, so it never overwrites full results.
+
+**Estimated** time of the full run on this 2-core CPU, one thread: about 30
+minutes. Derivation: --quick trained naive / ewc / si / lwf / gr / cumulative
+/ lvae_pmnist in 0.22 / 0.39 / 0.23 / 0.27 / 0.79 / 0.57 / 0.97 s, x360 for
+60k images and 3 epochs (GR: 284 s, as the README measured); agem 3.2 s x120
+(1 epoch) = 385 s; gem 10.7 s x2 (1000 images) = 21 s; lvae_sfmnist 2.1 s x36
+= 75 s; about 1700 s of training plus a few seconds of evaluation per entry.
+"""
+
+import argparse
+import contextlib
+import importlib.util
+import os
+import sys
+import time
+import warnings
+from types import SimpleNamespace
+
+import torch
+from torch.nn import CrossEntropyLoss
+from torch.optim import SGD, Adam
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _reproduce  # noqa: E402
+
+ENTRIES = {}
+# Shared by every entry; an entry's dict may override them, override_args may override anything.
+_BASE_ARGS = dict(seed=0, n_experiences=5, max_train_per_experience=None, max_test_per_experience=None,
+                  dataset_root=None, device="cpu", eval_mb_size=1024)
+_ADAM_MLP = dict(epochs=3, learning_rate=1e-3, train_mb_size=256, drop_rate=0.5)  # SimpleMLP's default dropout
+QUICK_OVERRIDES = dict(epochs=1, max_train_per_experience=500, max_test_per_experience=200)
+
+
+def entry(function):
+    """Register a leaderboard entry under its function name."""
+    ENTRIES[function.__name__] = function
+    return function
+
+
+def set_seed(seed: int) -> None:
+    """Seed torch, numpy and random (Avalanche's ``RNGManager``), as the baselines' ``set_seed``."""
+    from avalanche.training.determinism.rng_manager import RNGManager
+
+    RNGManager.set_random_seeds(seed)
+
+
+def create_default_args(args_dict: dict, override_args=None) -> SimpleNamespace:
+    """``_BASE_ARGS``, then ``args_dict``, then ``override_args``; an override of an unknown key is an error."""
+    args = dict(_BASE_ARGS, **args_dict)
+    unknown = sorted(set(override_args or {}) - set(args))
+    if unknown:
+        raise ValueError(f"unknown hyperparameter(s) {', '.join(unknown)}; known: {', '.join(sorted(args))}")
+    args.update(override_args or {})
+    return SimpleNamespace(**args)
+
+
+# --------------------------------------------------------------------------- shared pieces
+def _pmnist(args):
+    from avalanche_lvae.streams import permuted_mnist
+
+    return permuted_mnist(n_experiences=args.n_experiences, seed=_reproduce.STREAM_SEED,
+                          dataset_root=args.dataset_root, max_train_per_experience=args.max_train_per_experience,
+                          max_test_per_experience=args.max_test_per_experience)
+
+
+def _mlp(args):
+    from avalanche.models import SimpleMLP
+
+    return SimpleMLP(num_classes=10, input_size=28 * 28, hidden_size=512, hidden_layers=2, drop_rate=args.drop_rate)
+
+
+def _strategy_kwargs(args) -> dict:
+    """Minibatch sizes, epochs, device and a quiet evaluator with accuracy and forgetting."""
+    from avalanche.evaluation.metrics import accuracy_metrics, forgetting_metrics
+    from avalanche.training.plugins import EvaluationPlugin
+
+    evaluator = EvaluationPlugin(accuracy_metrics(experience=True, stream=True),
+                                 forgetting_metrics(experience=True, stream=True), loggers=[])
+    return dict(train_mb_size=args.train_mb_size, train_epochs=args.epochs, eval_mb_size=args.eval_mb_size,
+                device=torch.device(args.device), evaluator=evaluator)
+
+
+def _mlp_strategy(cls, args, optimizer=Adam, **strategy_args):
+    """Avalanche strategy ``cls`` over the leaderboard's ``SimpleMLP`` with cross-entropy."""
+    model = _mlp(args)
+    return cls(model=model, optimizer=optimizer(model.parameters(), lr=args.learning_rate),
+               criterion=CrossEntropyLoss(), **strategy_args, **_strategy_kwargs(args))
+
+
+def _lvae_strategy(args):
+    from avalanche_lvae import LifelongVAE, LifelongVAEStrategy
+
+    model = LifelongVAE(discrete_dim=1, hidden_dim=args.hidden_dim)
+    return LifelongVAEStrategy(model=model, optimizer=Adam(model.parameters(), lr=args.learning_rate),
+                               consistency_weight=args.consistency_weight, info_weight=args.info_weight,
+                               **_strategy_kwargs(args))
+
+
+def train_and_evaluate(strategy, benchmark, args) -> dict:
+    """Train on each experience, then evaluate on the test sets seen so far; the last evaluation's results.
+
+    Returns ``final_avg_accuracy`` (``Top1_Acc_Stream`` over all test sets),
+    ``final_avg_forgetting`` (``StreamForgetting``), ``train_seconds`` (inside
+    ``strategy.train`` only), ``args`` and ``metrics`` (every value of the last eval).
+    """
+    runner = _reproduce.example_module("_runner")
+    train_seconds = 0.0
+    for i, experience in enumerate(benchmark.train_stream):
+        started = time.perf_counter()
+        strategy.train(experience)
+        train_seconds += time.perf_counter() - started
+        metrics = strategy.eval(benchmark.test_stream[: i + 1])
+    return dict(final_avg_accuracy=runner._metric(metrics, runner._ACC_STREAM),
+                final_avg_forgetting=runner._metric(metrics, runner._FORGETTING),
+                train_seconds=train_seconds, args=vars(args),
+                metrics={k: float(v) for k, v in metrics.items()})
+
+
+def _require_quadprog() -> None:
+    if importlib.util.find_spec("quadprog") is None:
+        raise ModuleNotFoundError("gem_pmnist needs the QP solver quadprog (GEM's qpsolvers backend): "
+                                  "pip install quadprog")
+
+
+@contextlib.contextmanager
+def _si_weight_copies():
+    """Make Avalanche 0.6's Synaptic Intelligence work on a CPU model, for the duration of the block.
+
+    ``SynapticIntelligencePlugin.extract_weights`` stores
+    ``param.detach().cpu().flatten()``: for a CPU parameter that is a view,
+    not a copy, so the "old" and "new" weights of each step alias the
+    parameter, the path integral (hence every importance) is 0 and SI trains
+    exactly as Naive (measured: the same accuracy to 4 digits for si_lambda
+    from 0.1 to 1000). The plugin calls the method through its class, so it
+    is replaced there, by the same code plus ``clone()``, and restored after.
+    """
+    from avalanche.training.plugins import SynapticIntelligencePlugin as SI
+
+    original = SI.__dict__["extract_weights"]
+
+    @torch.no_grad()
+    def extract_weights(model, target, excluded_parameters):
+        for name, param in SI.allowed_parameters(model, excluded_parameters):
+            target[name].data = param.detach().cpu().flatten().clone()
+
+    SI.extract_weights = staticmethod(extract_weights)
+    try:
+        yield
+    finally:
+        SI.extract_weights = original
+
+
+# --------------------------------------------------------------------------- entries
+@entry
+def naive_pmnist(override_args=None):
+    """Avalanche's ``Naive`` (fine-tuning): the lower bound."""
+    from avalanche.training import Naive
+
+    args = create_default_args(dict(_ADAM_MLP), override_args)
+    set_seed(args.seed)
+    return train_and_evaluate(_mlp_strategy(Naive, args), _pmnist(args), args)
+
+
+@entry
+def ewc_pmnist(override_args=None):
+    """Avalanche's ``EWC`` (separate penalty per experience).
+
+    lambda swept on 3000 training / 1000 test images per experience, 3
+    epochs, seed 0 (final average accuracy): 1: 0.736, 1e2: 0.744, 1e3:
+    0.768, 1e4: 0.808, 1e5: 0.800 (naive: 0.760). Avalanche's importance is
+    the mean squared minibatch-mean gradient, hence a lambda far above the
+    baselines' 1 (which used SGD lr 1e-3 for 30 epochs).
+    """
+    from avalanche.training import EWC
+
+    args = create_default_args(dict(_ADAM_MLP, drop_rate=0.0, ewc_lambda=1e4, ewc_mode="separate"), override_args)
+    set_seed(args.seed)
+    strategy = _mlp_strategy(EWC, args, ewc_lambda=args.ewc_lambda, mode=args.ewc_mode)
+    return train_and_evaluate(strategy, _pmnist(args), args)
+
+
+@entry
+def si_pmnist(override_args=None):
+    """Avalanche's ``SynapticIntelligence`` (made to work on CPU by :func:`_si_weight_copies`).
+
+    eps 0.1 as the baselines' permuted MNIST script; their si_lambda 0.1
+    changes nothing here. Swept as ``ewc_pmnist`` (final average accuracy):
+    0.1: 0.758, 10: 0.761, 100: 0.791, 1e3: 0.797, 1e4: 0.689 (naive: 0.760).
+    Avalanche clips every importance to 0.001, hence the large lambda.
+    """
+    from avalanche.training import SynapticIntelligence
+
+    args = create_default_args(dict(_ADAM_MLP, si_lambda=1e3, si_eps=0.1), override_args)
+    set_seed(args.seed)
+    strategy = _mlp_strategy(SynapticIntelligence, args, si_lambda=args.si_lambda, eps=args.si_eps)
+    with _si_weight_copies():
+        return train_and_evaluate(strategy, _pmnist(args), args)
+
+
+@entry
+def lwf_pmnist(override_args=None):
+    """Avalanche's ``LwF``, alpha and temperature of the baselines' permuted MNIST script."""
+    from avalanche.training import LwF
+
+    args = create_default_args(dict(_ADAM_MLP, lwf_alpha=1.0, lwf_temperature=1.0), override_args)
+    set_seed(args.seed)
+    strategy = _mlp_strategy(LwF, args, alpha=args.lwf_alpha, temperature=args.lwf_temperature)
+    return train_and_evaluate(strategy, _pmnist(args), args)
+
+
+@entry
+def gem_pmnist(override_args=None):
+    """Avalanche's ``GEM`` with the baselines' settings (1000 training images per experience, SGD, batch 10)."""
+    from avalanche.training import GEM
+
+    _require_quadprog()
+    args = create_default_args(dict(epochs=1, learning_rate=0.1, train_mb_size=10, drop_rate=0.0,
+                                    patterns_per_exp=1000, memory_strength=0.5, max_train_per_experience=1000),
+                               override_args)
+    set_seed(args.seed)
+    strategy = _mlp_strategy(GEM, args, optimizer=SGD, patterns_per_exp=args.patterns_per_exp,
+                             memory_strength=args.memory_strength)
+    return train_and_evaluate(strategy, _pmnist(args), args)
+
+
+@entry
+def agem_pmnist(override_args=None):
+    """Avalanche's ``AGEM`` with the baselines' settings (SGD lr 0.1, batch 10, 1 epoch)."""
+    from avalanche.training import AGEM
+
+    args = create_default_args(dict(epochs=1, learning_rate=0.1, train_mb_size=10, drop_rate=0.0,
+                                    patterns_per_exp=250, sample_size=256), override_args)
+    set_seed(args.seed)
+    strategy = _mlp_strategy(AGEM, args, optimizer=SGD, patterns_per_exp=args.patterns_per_exp,
+                             sample_size=args.sample_size)
+    return train_and_evaluate(strategy, _pmnist(args), args)
+
+
+@entry
+def generative_replay_pmnist(override_args=None):
+    """Avalanche's ``GenerativeReplay`` with its default generator (``MlpVAE``), built quiet as in the examples."""
+    from avalanche.training import GenerativeReplay
+
+    args = create_default_args(dict(_ADAM_MLP), override_args)
+    set_seed(args.seed)
+    generator = _reproduce.example_module("_strategies")._quiet_generator_strategy(
+        SimpleNamespace(batch_size=args.train_mb_size, epochs=args.epochs), torch.device(args.device))
+    strategy = _mlp_strategy(GenerativeReplay, args, generator_strategy=generator)
+    return train_and_evaluate(strategy, _pmnist(args), args)
+
+
+@entry
+def cumulative_pmnist(override_args=None):
+    """Avalanche's ``Cumulative`` (all data seen so far): the upper bound."""
+    from avalanche.training import Cumulative
+
+    args = create_default_args(dict(_ADAM_MLP), override_args)
+    set_seed(args.seed)
+    return train_and_evaluate(_mlp_strategy(Cumulative, args), _pmnist(args), args)
+
+
+@entry
+def lvae_pmnist(override_args=None):
+    """``LifelongVAEStrategy`` with the papers' regulariser weights (consistency 1, L_I 0.01)."""
+    args = create_default_args(dict(epochs=3, learning_rate=1e-3, train_mb_size=256, hidden_dim=512,
+                                    consistency_weight=1.0, info_weight=0.01), override_args)
+    set_seed(args.seed)
+    return train_and_evaluate(_lvae_strategy(args), _pmnist(args), args)
+
+
+@entry
+def lvae_sfmnist(override_args=None):
+    """``LifelongVAEStrategy`` on split FashionMNIST, one class per experience (LGM Exp. 5.1)."""
+    from avalanche_lvae.streams import split_fmnist
+
+    args = create_default_args(dict(epochs=3, learning_rate=1e-3, train_mb_size=256, hidden_dim=512,
+                                    consistency_weight=1.0, info_weight=0.01, n_experiences=10), override_args)
+    set_seed(args.seed)
+    benchmark = split_fmnist(n_experiences=args.n_experiences, seed=_reproduce.STREAM_SEED,
+                             dataset_root=args.dataset_root, max_train_per_experience=args.max_train_per_experience,
+                             max_test_per_experience=args.max_test_per_experience)
+    return train_and_evaluate(_lvae_strategy(args), benchmark, args)
+
+
+# --------------------------------------------------------------------------- command line
+def format_markdown(results: dict, command: str) -> str:
+    """The leaderboard table in markdown, one row per entry, in run order."""
+    lines = ["# Leaderboard", "",
+             "Permuted MNIST (5 experiences, all 10 digits each; `lvae_sfmnist`: split FashionMNIST, 10 classes),",
+             "evaluated on every test set after the last experience; hyperparameters in `benchmarks/leaderboard.py`.",
+             "", f"`{command}`", "",
+             "| entry | final avg accuracy | average forgetting | train s |", "|---|---|---|---|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['final_avg_accuracy']:.4f} | {r['final_avg_forgetting']:.4f} "
+                     f"| {r['train_seconds']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def build_parser():
+    cli = _reproduce.example_module("_cli")
+    p = cli._Parser(prog="leaderboard.py", description=__doc__.splitlines()[0],
+                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK_OVERRIDES}; writes leaderboard_quick.*")
+    p.add_argument("--entries", default=",".join(ENTRIES), help="comma list of entries")
+    p.add_argument("--seed", type=cli._non_negative_int, default=0)
+    p.add_argument("--epochs", type=cli._positive_int, default=None, help="override every entry's epochs")
+    p.add_argument("--n-experiences", type=cli._positive_int, default=None, help="override every entry's stream length")
+    p.add_argument("--max-train-per-experience", type=cli._positive_int, default=None, metavar="N")
+    p.add_argument("--max-test-per-experience", type=cli._positive_int, default=None, metavar="N")
+    p.add_argument("--out-dir", default=str(_reproduce.DEFAULT_OUT_DIR))
+    p.add_argument("--dataset-root", default=None)
+    p.add_argument("--device", default="cpu")
+    return p
+
+
+def main(argv=None) -> int:
+    """Run the entries, print and write the table; returns the exit code (0 ok, 2 bad input)."""
+    warnings.filterwarnings("ignore", message="No loggers specified")  # no logger is on purpose
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        names = [e.strip() for e in args.entries.split(",") if e.strip()]
+        unknown = [e for e in names if e not in ENTRIES]
+        if unknown or not names or len(set(names)) != len(names):
+            parser.error(f"argument --entries: {args.entries!r} is empty, repeats an entry or names an unknown "
+                         f"one; choose from {','.join(ENTRIES)}")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    overrides = dict(QUICK_OVERRIDES) if args.quick else {}
+    for key in ("epochs", "n_experiences", "max_train_per_experience", "max_test_per_experience"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    overrides.update(seed=args.seed, dataset_root=args.dataset_root, device=args.device)
+    command = _reproduce.command_line(__file__, argv)
+    results, started = {}, time.perf_counter()
+    try:
+        if "gem_pmnist" in names:
+            _require_quadprog()  # before hours of other entries, not after
+        for name in names:
+            results[name] = ENTRIES[name](overrides)
+            r = results[name]
+            print(f"{name}: accuracy {r['final_avg_accuracy']:.4f}, forgetting {r['final_avg_forgetting']:.4f}, "
+                  f"{r['train_seconds']:.1f} s", flush=True)
+    except (ValueError, FileNotFoundError, ModuleNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    table = format_markdown(results, command)
+    print("\n" + table)
+    stem = os.path.join(args.out_dir, "leaderboard" + ("_quick" if args.quick else ""))
+    os.makedirs(args.out_dir, exist_ok=True)
+    common = _reproduce.example_module("_common")
+    common.write_json_atomic(stem + ".json", dict(command=command, overrides=overrides, entries=results,
+                                                  wall_seconds=time.perf_counter() - started))
+    with open(stem + ".md.tmp", "w") as f:
+        f.write(table)
+    os.replace(stem + ".md.tmp", stem + ".md")
+    print(f"wrote {stem}.md and {stem}.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""The reproduction scripts and the leaderboard run end to end on tiny slices and write what they document.
+
+Scripts are loaded by file path (``benchmarks/`` is not a package, and
+Avalanche installs a top-level ``examples`` package).
+"""
+
+import contextlib
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+# Tiny slices: two seeds of every strategy in a few seconds.
+TINY = ["--quick", "--seeds", "0,1", "--max-train-per-experience", "48", "--max-test-per-experience", "24",
+        "--fd-samples", "48", "--batch-size", "24"]
+
+
+def load(name: str):
+    """Import ``benchmarks/<name>.py`` as a fresh module."""
+    spec = importlib.util.spec_from_file_location(f"lvae_benchmark_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def private_reference_cache(tmp_path, monkeypatch):
+    # Reference classifiers trained on the tiny slices stay out of benchmarks/results/cache.
+    monkeypatch.setenv("LVAE_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def run_script(name, tmp_path, *extra):
+    """Run ``benchmarks/<name>.py`` with :data:`TINY` and ``extra``; return its JSON payload."""
+    code = load(name).main(TINY + ["--out-dir", str(tmp_path)] + list(extra))
+    assert code == 0
+    payloads = list(tmp_path.glob("*_quick.json"))
+    assert len(payloads) == 1, payloads  # --quick writes *_quick.* only
+    assert payloads[0].with_suffix(".png").stat().st_size > 0
+    return json.loads(payloads[0].read_text())
+
+
+def check_payload(payload, strategies, metrics, n_experiences):
+    """The documented layout, and for ``strategies`` a summary that is numpy's mean / std of the per-seed values."""
+    assert set(payload) >= {"experiment", "command", "config", "seeds", "per_seed", "summary", "wall_seconds"}
+    assert payload["command"].startswith("python benchmarks/") and "--quick" in payload["command"]
+    assert payload["seeds"] == [0, 1] and list(payload["per_seed"]) == ["0", "1"]
+    assert payload["config"]["quick"] and payload["config"]["epochs"] == 1
+    assert list(payload["summary"]) == payload["config"]["strategies"]
+    key = {"accuracy": "avg_accuracy_per_experience", "neg_elbo": "neg_elbo_per_experience",
+           "frechet_distance": "frechet_distance_per_experience"}
+    for strategy in strategies:
+        assert list(payload["summary"][strategy]) == list(metrics)
+        for metric in metrics:
+            values = np.array([payload["per_seed"][s][strategy][key[metric]] for s in ("0", "1")])
+            assert values.shape == (2, n_experiences) and np.isfinite(values).all()
+            stats = payload["summary"][strategy][metric]
+            np.testing.assert_allclose(stats["mean"], values.mean(0))
+            np.testing.assert_allclose(stats["std"], values.std(0))
+    assert payload["wall_seconds"] > 0
+
+
+def test_summary_is_mean_and_population_std_over_seeds():
+    reproduce = load("_reproduce")
+    run = {"avg_accuracy_per_experience": [0.5, 0.25], "neg_elbo_per_experience": None,
+           "frechet_distance_per_experience": [10.0, 20.0]}
+    other = dict(run, avg_accuracy_per_experience=[0.7, 0.75])
+    summary = reproduce.summarize({"0": {"a": run}, "1": {"a": run}, "2": {"a": other}},
+                                  ("accuracy", "neg_elbo", "frechet_distance"))
+    assert set(summary["a"]) == {"accuracy", "frechet_distance"}  # None: no ELBO, left out
+    assert summary["a"]["frechet_distance"] == {"mean": [10.0, 20.0], "std": [0.0, 0.0]}  # identical seeds
+    acc = np.array([[0.5, 0.25], [0.5, 0.25], [0.7, 0.75]])
+    np.testing.assert_allclose(summary["a"]["accuracy"]["mean"], acc.mean(0))
+    np.testing.assert_allclose(summary["a"]["accuracy"]["std"], acc.std(0))
+
+
+def test_split_mnist_has_one_class_per_experience(data_root):
+    stream = load("_reproduce").split_mnist(n_experiences=5, max_train_per_experience=30, max_test_per_experience=10)
+    assert len(stream.train_stream) == 5
+    for train, test in zip(stream.train_stream, stream.test_stream):
+        classes = sorted(set(train.dataset.targets))
+        assert len(classes) == 2 and sorted(set(test.dataset.targets)) == classes
+        assert len(train.dataset) == 30 and len(test.dataset) == 10  # the cap is per experience
+
+
+def test_lgm_split_writes_results_table_and_figure(data_root, tmp_path, capsys):
+    payload = run_script("reproduce_lgm_split", tmp_path, "--n-experiences", "2")
+    check_payload(payload, ("lvae", "naive", "ewc", "cumulative"), ("neg_elbo", "frechet_distance", "accuracy"), 2)
+    assert payload["experiment"] == "lgm_split_fmnist"
+    assert payload["reference_classifier"]["name"] == "split_fmnist2_train48"
+    printed = capsys.readouterr().out
+    assert re.search(r"^lvae\s+[\d.]+ ± [\d.]+\s+[\d.]+ ± [\d.]+\s+[\d.]+ ± [\d.]+\s+[\d.]+$", printed, re.M)
+
+
+def test_lgm_permuted_with_a_non_generative_strategy(data_root, tmp_path):
+    payload = run_script("reproduce_lgm_permuted", tmp_path, "--n-experiences", "2", "--strategies", "lvae,si")
+    check_payload(payload, ("lvae",), ("accuracy", "neg_elbo", "frechet_distance"), 2)
+    assert list(payload["summary"]["si"]) == ["accuracy"]  # no generative model: no ELBO, no FD
+
+
+def test_cclgm_fig4_runs_the_three_datasets(data_root, tmp_path):
+    payload = run_script("reproduce_cclgm_fig4", tmp_path, "--strategies", "lvae,naive")
+    check_payload(payload, ("lvae", "naive"), ("accuracy", "neg_elbo", "frechet_distance"), 3)
+
+
+def test_ablation_saves_grids_and_its_default_variant_is_the_examples_lvae(data_root, tmp_path):
+    ablation = run_script("reproduce_ablation", tmp_path / "ablation", "--n-experiences", "2")
+    variants = ("both", "consistency_only", "neither")
+    check_payload(ablation, variants, ("frechet_distance", "neg_elbo", "accuracy"), 2)
+    for variant in variants:
+        for seed in ("0", "1"):
+            assert (tmp_path / "ablation" / ablation["sample_grids"][variant][seed]).stat().st_size > 0
+    # Same stream, same seeds: the default weights reproduce the examples' lvae exactly.
+    split = run_script("reproduce_lgm_split", tmp_path / "split", "--dataset", "mnist", "--n-experiences", "2",
+                       "--strategies", "lvae")
+    for seed in ("0", "1"):
+        for key in ("avg_accuracy_per_experience", "neg_elbo_per_experience", "frechet_distance_per_experience"):
+            assert ablation["per_seed"][seed]["both"][key] == split["per_seed"][seed]["lvae"][key]
+    assert ablation["per_seed"]["0"]["neither"] != ablation["per_seed"]["0"]["both"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds", ""], "no seed given"),
+    (["--seeds", "0,x"], "comma list of integers"),
+    (["--seeds", "1,1"], "names a seed twice"),
+    (["--strategies", "lvae,bogus"], "unknown"),
+    (["--strategies", ""], "empty"),
+    (["--n-experiences", "3"], "does not divide"),
+])
+def test_bad_arguments_exit_2_with_one_error_line(data_root, tmp_path, capsys, argv, message):
+    code = load("reproduce_lgm_split").main(["--quick", "--out-dir", str(tmp_path)] + argv)
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and message in errors[0], errors
+    assert not list(tmp_path.glob("*.json"))
+
+
+def test_leaderboard_writes_one_row_per_entry(data_root, tmp_path):
+    entries = ["naive_pmnist", "ewc_pmnist", "lvae_pmnist", "lvae_sfmnist"]
+    code = load("leaderboard").main(["--quick", "--entries", ",".join(entries), "--n-experiences", "2",
+                                     "--max-train-per-experience", "64", "--max-test-per-experience", "32",
+                                     "--out-dir", str(tmp_path)])
+    assert code == 0
+    assert not (tmp_path / "leaderboard.md").exists()  # quick runs never overwrite full results
+    rows = [line for line in (tmp_path / "leaderboard_quick.md").read_text().splitlines()
+            if line.startswith("| ") and not line.startswith("| entry")]
+    assert [row.split("|")[1].strip() for row in rows] == entries
+    for row in rows:
+        accuracy, forgetting, seconds = (float(cell) for cell in row.split("|")[2:5])
+        assert 0.0 <= accuracy <= 1.0 and -1.0 <= forgetting <= 1.0 and seconds >= 0
+    payload = json.loads((tmp_path / "leaderboard_quick.json").read_text())
+    assert list(payload["entries"]) == entries
+    assert payload["entries"]["ewc_pmnist"]["args"]["ewc_lambda"] == 1e4
+    assert payload["entries"]["lvae_sfmnist"]["args"]["n_experiences"] == 2
+
+
+def test_leaderboard_rejects_unknown_entries_and_hyperparameters(tmp_path, capsys):
+    leaderboard = load("leaderboard")
+    assert leaderboard.main(["--entries", "naive_pmnist,bogus_pmnist", "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "error: argument --entries" in err and "bogus_pmnist" in err and "naive_pmnist" in err
+    with pytest.raises(ValueError, match="unknown hyperparameter.*learning_rat"):
+        leaderboard.naive_pmnist({"learning_rat": 0.1})
+    assert not list(tmp_path.iterdir())
+
+
+
+def test_leaderboard_makes_avalanche_si_learn_importances_on_cpu(data_root):
+    from avalanche.training import SynapticIntelligence
+    from avalanche.training.plugins import SynapticIntelligencePlugin
+
+    leaderboard = load("leaderboard")
+    args = leaderboard.create_default_args(dict(leaderboard._ADAM_MLP), dict(
+        n_experiences=1, max_train_per_experience=64, max_test_per_experience=8, train_mb_size=16))
+    experience = leaderboard._pmnist(args).train_stream[0]
+
+    def total_importance(fixed: bool) -> float:
+        strategy = leaderboard._mlp_strategy(SynapticIntelligence, args, si_lambda=1.0, eps=0.1)
+        plugin = next(p for p in strategy.plugins if isinstance(p, SynapticIntelligencePlugin))
+        with leaderboard._si_weight_copies() if fixed else contextlib.nullcontext():
+            strategy.train(experience)
+        return sum(float(v.data.abs().sum()) for v in plugin.ewc_data[1].values())
+
+    assert total_importance(fixed=False) == 0.0  # Avalanche 0.6 on CPU: SI is Naive (drop the fix once this fails)
+    assert total_importance(fixed=True) > 0.0
