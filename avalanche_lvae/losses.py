@@ -186,20 +186,35 @@ def information_restriction(model: LifelongVAE, n: int, component: Optional[int]
     the information z_c carries about the generated image, so the decoder must
     use z_d to tell the distributions apart (LGM Sec. 4.4).
 
-    Gradients reach the decoder only: q(z_c|x) is the *estimator* of the
-    bound, used with its current parameters (as Q is in InfoGAN's bound).
-    Letting the encoder minimise the term too is degenerate -- it can drive
-    log q(z_c|x^) to -inf by shrinking its scale away from z_c, which
-    measured as a diverging loss -- whereas the ELBO already keeps q a good
-    posterior.
+    L_I + H(z_c) is a *lower* bound on I(z_c; x^), and minimising a lower
+    bound only restricts the information while the bound is tight. So the
+    returned value is L_I, but its gradient is split: the decoder minimises
+    it, while the encoder -- the variational estimator q -- *maximises* it
+    (its gradient is reversed), i.e. keeps recovering z_c from generated
+    images as well as it can. Measured, both other choices fail:
+
+    - encoder minimising too: it drives log q(z_c|x^) to -inf by shrinking its
+      scale, and training diverged within one epoch (test accuracy 0.14 vs
+      0.82 on a 6k-image MNIST slice);
+    - decoder only, encoder frozen: the decoder learned images on which the
+      fixed encoder fails; L_I fell to -1e9 in the 5th experience of a 5-epoch
+      permuted MNIST run and the accuracy collapsed from 0.95 to 0.69.
     """
     if not isinstance(model, LifelongVAE):
         raise ValueError(f"information_restriction needs an avalanche_lvae.LifelongVAE, got {type(model).__name__}.")
     check_positive_int(n, "n")
     z_continuous, z_discrete, _ = model.sample_latent(n, component)
     generated = torch.sigmoid(model.decode(z_continuous, z_discrete))
-    with _parameters_frozen(model.encoder, model.continuous_head, model.discrete_head):
-        loc, scale, _ = model.encode(generated)
+    estimator = (model.encoder, model.continuous_head, model.discrete_head)
+    with _parameters_frozen(*estimator):  # the decoder's view: gradients reach x^ only
+        decoder_term = _log_q_continuous(model, generated, z_continuous)
+    estimator_term = _log_q_continuous(model, generated.detach(), z_continuous)  # the encoder's view
+    # Same value as decoder_term; d/d(decoder) = +dL_I, d/d(encoder) = -dL_I.
+    return decoder_term + (estimator_term.detach() - estimator_term)
+
+
+def _log_q_continuous(model: LifelongVAE, images: torch.Tensor, z_continuous: torch.Tensor) -> torch.Tensor:
+    loc, scale, _ = model.encode(images)
     # No argument validation: should the weights diverge, the NaN must reach
     # the loss, where the strategy's guard names this term, rather than raise
     # an anonymous constraint error here.

@@ -21,7 +21,7 @@ paper). ``lvae_pmnist`` is ``LifelongVAEStrategy`` over
 ``gem_pmnist`` needs the ``quadprog`` QP solver (``pip install quadprog``).
 EWC's and SI's lambdas come from small sweeps (in their docstrings); SI runs
 with a fix for Avalanche 0.6, whose SI learns nothing on CPU
-(:func:`_si_weight_copies`).
+(:func:`avalanche_lvae.avalanche_fixes.synaptic_intelligence_weight_copies`).
 
 Usage (from the repository root, one thread per run)::
 
@@ -44,7 +44,6 @@ minutes. Derivation: --quick trained naive / ewc / si / lwf / gr / cumulative
 """
 
 import argparse
-import contextlib
 import importlib.util
 import os
 import sys
@@ -59,11 +58,17 @@ from torch.optim import SGD, Adam
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _reproduce  # noqa: E402
 
+from avalanche_lvae.avalanche_fixes import synaptic_intelligence_weight_copies  # noqa: E402
+
 ENTRIES = {}
 # Shared by every entry; an entry's dict may override them, override_args may override anything.
 _BASE_ARGS = dict(seed=0, n_experiences=5, max_train_per_experience=None, max_test_per_experience=None,
                   dataset_root=None, device="cpu", eval_mb_size=1024)
 _ADAM_MLP = dict(epochs=3, learning_rate=1e-3, train_mb_size=256, drop_rate=0.5)  # SimpleMLP's default dropout
+# LifelongVAEStrategy with the papers' equations as written (CCL-GM Eq. 4 + LGM Eq. 10).
+_LVAE_PAPER = dict(epochs=3, learning_rate=1e-3, train_mb_size=256, hidden_dim=512, consistency_weight=1.0,
+                   info_weight=0.01, classification_weight=1.0, continuous_consistency_weight=0.0,
+                   replay_label_source="prior")
 QUICK_OVERRIDES = dict(epochs=1, max_train_per_experience=500, max_test_per_experience=200)
 
 
@@ -126,10 +131,14 @@ def _mlp_strategy(cls, args, optimizer=Adam, **strategy_args):
 def _lvae_strategy(args):
     from avalanche_lvae import LifelongVAE, LifelongVAEStrategy
 
+    from avalanche_lvae import JointBoundLoss
+
     model = LifelongVAE(discrete_dim=1, hidden_dim=args.hidden_dim)
     return LifelongVAEStrategy(model=model, optimizer=Adam(model.parameters(), lr=args.learning_rate),
+                               criterion=JointBoundLoss(classification_weight=args.classification_weight),
                                consistency_weight=args.consistency_weight, info_weight=args.info_weight,
-                               **_strategy_kwargs(args))
+                               continuous_consistency_weight=args.continuous_consistency_weight,
+                               replay_label_source=args.replay_label_source, **_strategy_kwargs(args))
 
 
 def train_and_evaluate(strategy, benchmark, args) -> dict:
@@ -156,34 +165,6 @@ def _require_quadprog() -> None:
     if importlib.util.find_spec("quadprog") is None:
         raise ModuleNotFoundError("gem_pmnist needs the QP solver quadprog (GEM's qpsolvers backend): "
                                   "pip install quadprog")
-
-
-@contextlib.contextmanager
-def _si_weight_copies():
-    """Make Avalanche 0.6's Synaptic Intelligence work on a CPU model, for the duration of the block.
-
-    ``SynapticIntelligencePlugin.extract_weights`` stores
-    ``param.detach().cpu().flatten()``: for a CPU parameter that is a view,
-    not a copy, so the "old" and "new" weights of each step alias the
-    parameter, the path integral (hence every importance) is 0 and SI trains
-    exactly as Naive (measured: the same accuracy to 4 digits for si_lambda
-    from 0.1 to 1000). The plugin calls the method through its class, so it
-    is replaced there, by the same code plus ``clone()``, and restored after.
-    """
-    from avalanche.training.plugins import SynapticIntelligencePlugin as SI
-
-    original = SI.__dict__["extract_weights"]
-
-    @torch.no_grad()
-    def extract_weights(model, target, excluded_parameters):
-        for name, param in SI.allowed_parameters(model, excluded_parameters):
-            target[name].data = param.detach().cpu().flatten().clone()
-
-    SI.extract_weights = staticmethod(extract_weights)
-    try:
-        yield
-    finally:
-        SI.extract_weights = original
 
 
 # --------------------------------------------------------------------------- entries
@@ -217,7 +198,7 @@ def ewc_pmnist(override_args=None):
 
 @entry
 def si_pmnist(override_args=None):
-    """Avalanche's ``SynapticIntelligence`` (made to work on CPU by :func:`_si_weight_copies`).
+    """Avalanche's ``SynapticIntelligence`` (made to work on CPU by :func:`avalanche_lvae.avalanche_fixes.synaptic_intelligence_weight_copies`).
 
     eps 0.1 as the baselines' permuted MNIST script; their si_lambda 0.1
     changes nothing here. Swept as ``ewc_pmnist`` (final average accuracy):
@@ -229,7 +210,7 @@ def si_pmnist(override_args=None):
     args = create_default_args(dict(_ADAM_MLP, si_lambda=1e3, si_eps=0.1), override_args)
     set_seed(args.seed)
     strategy = _mlp_strategy(SynapticIntelligence, args, si_lambda=args.si_lambda, eps=args.si_eps)
-    with _si_weight_copies():
+    with synaptic_intelligence_weight_copies():
         return train_and_evaluate(strategy, _pmnist(args), args)
 
 
@@ -297,9 +278,11 @@ def cumulative_pmnist(override_args=None):
 
 @entry
 def lvae_pmnist(override_args=None):
-    """``LifelongVAEStrategy`` with the papers' regulariser weights (consistency 1, L_I 0.01)."""
-    args = create_default_args(dict(epochs=3, learning_rate=1e-3, train_mb_size=256, hidden_dim=512,
-                                    consistency_weight=1.0, info_weight=0.01), override_args)
+    """``LifelongVAEStrategy``: the papers' regulariser weights (consistency 1, L_I 0.01) with the
+    permuted-MNIST settings of ``examples/permuted_mnist.py`` (classification weight 20, z_c
+    consistency 1, replay labelled at the teacher's posterior mode; measured in README)."""
+    args = create_default_args(dict(_LVAE_PAPER, classification_weight=20.0, continuous_consistency_weight=1.0,
+                                    replay_label_source="posterior"), override_args)
     set_seed(args.seed)
     return train_and_evaluate(_lvae_strategy(args), _pmnist(args), args)
 
@@ -309,8 +292,7 @@ def lvae_sfmnist(override_args=None):
     """``LifelongVAEStrategy`` on split FashionMNIST, one class per experience (LGM Exp. 5.1)."""
     from avalanche_lvae.streams import split_fmnist
 
-    args = create_default_args(dict(epochs=3, learning_rate=1e-3, train_mb_size=256, hidden_dim=512,
-                                    consistency_weight=1.0, info_weight=0.01, n_experiences=10), override_args)
+    args = create_default_args(dict(_LVAE_PAPER, n_experiences=10), override_args)
     set_seed(args.seed)
     benchmark = split_fmnist(n_experiences=args.n_experiences, seed=_reproduce.STREAM_SEED,
                              dataset_root=args.dataset_root, max_train_per_experience=args.max_train_per_experience,

@@ -21,11 +21,14 @@ is ahead of the last checkpoint, which must be all that a resume needs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import sys
 import time
 from typing import Dict, Optional
+
+from avalanche_lvae.avalanche_fixes import synaptic_intelligence_weight_copies
 
 try:
     from ._checkpoints import StrategyCheckpoints, resume_config
@@ -174,7 +177,8 @@ def run_strategy(name: str, benchmark, args, config: dict, n_classes: int, refer
             if crash_at == i:
                 _arm_crash(strategy)
             began = time.perf_counter()
-            strategy.train(benchmark.train_stream[i])
+            with synaptic_intelligence_weight_copies() if name == "si" else contextlib.nullcontext():
+                strategy.train(benchmark.train_stream[i])
             progress["train_seconds"] += time.perf_counter() - began
             metrics = strategy.eval(benchmark.test_stream[: i + 1])
             _reset_frechet_features(strategy)

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from avalanche_lvae.avalanche_fixes import synaptic_intelligence_weight_copies
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 # Tiny slices: two seeds of every strategy in a few seconds.
 TINY = ["--quick", "--seeds", "0,1", "--max-train-per-experience", "48", "--max-test-per-experience", "24",
@@ -181,7 +183,7 @@ def test_leaderboard_makes_avalanche_si_learn_importances_on_cpu(data_root):
     def total_importance(fixed: bool) -> float:
         strategy = leaderboard._mlp_strategy(SynapticIntelligence, args, si_lambda=1.0, eps=0.1)
         plugin = next(p for p in strategy.plugins if isinstance(p, SynapticIntelligencePlugin))
-        with leaderboard._si_weight_copies() if fixed else contextlib.nullcontext():
+        with synaptic_intelligence_weight_copies() if fixed else contextlib.nullcontext():
             strategy.train(experience)
         return sum(float(v.data.abs().sum()) for v in plugin.ewc_data[1].values())
 
