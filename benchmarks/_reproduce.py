@@ -229,6 +229,8 @@ def strategy_args(experiment: Experiment, args) -> argparse.Namespace:
                 "max_train_per_experience", "max_test_per_experience"):
         setattr(ns, key, getattr(args, key))
     ns.seed = STREAM_SEED  # until the seed loop sets it; the reference classifier is built with it
+    # Reproductions run the papers' equations as written, whatever an example's tuned defaults.
+    ns.classification_weight, ns.continuous_consistency, ns.replay_labels = 1.0, 0.0, "prior"
     return ns
 
 

@@ -8,8 +8,10 @@ ELBO (nats) and Frechet distance (LGM Eq. 19). Strategies: ``lvae``,
 ``naive`` (vae-cl), ``ewc``, ``cumulative`` (upto-vae, the upper bound); see
 ``examples/_strategies.py``. CCL-GM trains with batch 256 and Adam (1e-3 or
 1e-4), as here; the paper early-stops on accuracy, here every experience gets
-``--epochs`` epochs. METHOD.md quotes no permuted-MNIST numbers; the README's
-single-seed run (3 epochs) measured lvae 0.813 accuracy / 148.1 nats.
+``--epochs`` epochs. METHOD.md quotes no permuted-MNIST numbers. This script runs the papers'
+equations as written (classification weight 1, no z_c consistency, replay
+labelled from the generating z), not the tuned defaults of
+``examples/permuted_mnist.py``; the README has both.
 
 Usage (from the repository root, one thread per run)::
 
