@@ -14,7 +14,6 @@
 Every density and KL comes from ``torch.distributions``.
 """
 
-from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from typing import Optional
 
@@ -205,12 +204,24 @@ def information_restriction(model: LifelongVAE, n: int, component: Optional[int]
     check_positive_int(n, "n")
     z_continuous, z_discrete, _ = model.sample_latent(n, component)
     generated = torch.sigmoid(model.decode(z_continuous, z_discrete))
-    estimator = (model.encoder, model.continuous_head, model.discrete_head)
-    with _parameters_frozen(*estimator):  # the decoder's view: gradients reach x^ only
-        decoder_term = _log_q_continuous(model, generated, z_continuous)
-    estimator_term = _log_q_continuous(model, generated.detach(), z_continuous)  # the encoder's view
-    # Same value as decoder_term; d/d(decoder) = +dL_I, d/d(encoder) = -dL_I.
-    return decoder_term + (estimator_term.detach() - estimator_term)
+    # One encoder pass serves both players: the term is computed on x^ behind a
+    # gradient-reversal layer and negated, so the encoder's parameters receive
+    # -dL_I while the decoder, through the reversed input gradient, receives +dL_I.
+    reversed_term = -_log_q_continuous(model, _ReverseGradient.apply(generated), z_continuous)
+    # Value L_I (= -reversed_term), gradient that of reversed_term.
+    return -2 * reversed_term.detach() + reversed_term
+
+
+class _ReverseGradient(torch.autograd.Function):
+    """Identity forward, negated gradient backward (the gradient-reversal layer of Ganin & Lempitsky)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -grad
 
 
 def _log_q_continuous(model: LifelongVAE, images: torch.Tensor, z_continuous: torch.Tensor) -> torch.Tensor:
@@ -219,23 +230,6 @@ def _log_q_continuous(model: LifelongVAE, images: torch.Tensor, z_continuous: to
     # the loss, where the strategy's guard names this term, rather than raise
     # an anonymous constraint error here.
     return Normal(loc, scale, validate_args=False).log_prob(z_continuous).sum(-1).mean()
-
-
-@contextmanager
-def _parameters_frozen(*modules: nn.Module):
-    """Record the enclosed forward without gradients for these modules' parameters.
-
-    Autograd decides at forward time what to differentiate, so gradients still
-    flow *through* the modules to their inputs, but not into their weights.
-    """
-    params = [p for m in modules for p in m.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
 
 
 class JointBoundLoss(nn.Module):
