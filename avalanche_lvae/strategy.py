@@ -5,9 +5,16 @@ from typing import List, Optional
 from avalanche.core import SupervisedPlugin
 from avalanche.training.templates import SupervisedTemplate
 
-from .plugins import PosteriorConsistencyPlugin, TeacherReplayPlugin, TeacherSwapPlugin
+from .plugins import (
+    AggregatePosteriorPlugin,
+    ComponentAnchorPlugin,
+    DecoderDistillationPlugin,
+    PosteriorConsistencyPlugin,
+    TeacherReplayPlugin,
+    TeacherSwapPlugin,
+)
 from .training import LVAETemplateMixin
-from .validation import check_bool
+from .validation import check_bool, check_non_negative_float
 
 __all__ = ["LifelongVAEStrategy"]
 
@@ -22,7 +29,11 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
 
     - :class:`~avalanche_lvae.plugins.TeacherSwapPlugin` (teacher at each boundary, z_d growth),
     - :class:`~avalanche_lvae.plugins.TeacherReplayPlugin` (if ``replay``),
-    - :class:`~avalanche_lvae.plugins.PosteriorConsistencyPlugin`.
+    - :class:`~avalanche_lvae.plugins.PosteriorConsistencyPlugin`,
+
+    and, only when their weights are positive, three options that are not in
+    the papers (``decoder_distillation_weight``, ``component_anchor_weight``,
+    ``aggregate_posterior_weight``; measured in README).
 
     ``mb_output`` is the class logits, so Avalanche's accuracy, forgetting and
     loss metrics and every logger work unchanged.
@@ -43,11 +54,28 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
             classifies the generating z) or ``"posterior"`` (the teacher
             classifies x~ at the mode of its posterior, as it does real data);
             see :class:`~avalanche_lvae.plugins.TeacherReplayPlugin`.
+        replay_mixing: how every distribution gets the same share:
+            ``"loss_weights"`` (default: ``replay_size`` rows appended, the
+            loss weighted pi = 1/(k+1) on the real rows) or
+            ``"batch_composition"`` (the authors' code: the minibatch keeps
+            ``train_mb_size`` rows, a fraction k/(k+1) of them replay; cheaper
+            per epoch, but an epoch uses only 1/(k+1) of the real data).
         grow_discrete: add one z_d value per experience (default True).
         info_samples: prior samples per iteration for L_I (default ``train_mb_size // 4``).
         reverse_kl: reverse (default) or forward consistency KL.
         continuous_consistency_weight: weight of the Gaussian consistency KL on
             z_c (LGM Eq. 11; default 0, as in Eq. 10).
+        decoder_distillation_weight: weight of -log p_student(x~|z) at the
+            prior z that generated each replayed x~
+            (:class:`~avalanche_lvae.plugins.DecoderDistillationPlugin`; not in
+            the papers, default 0 = off).
+        component_anchor_weight: weight of -log q_student(z_d = newest | x) on
+            the real data (:class:`~avalanche_lvae.plugins.ComponentAnchorPlugin`;
+            not in the papers, default 0 = off).
+        aggregate_posterior_weight: weight of an MMD between the real data's
+            z_c samples and N(0, I)
+            (:class:`~avalanche_lvae.plugins.AggregatePosteriorPlugin`; not in
+            the papers, default 0 = off).
         plugins: extra Avalanche plugins, run after the three above.
         **kwargs: every other ``SupervisedTemplate`` argument (``train_mb_size``,
             ``train_epochs``, ``eval_mb_size``, ``device``, ``evaluator``,
@@ -66,17 +94,22 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
         replay_size: Optional[int] = None,
         soft_replay_labels: bool = True,
         replay_label_source: str = "prior",
+        replay_mixing: str = "loss_weights",
         grow_discrete: bool = True,
         info_samples: Optional[int] = None,
         reverse_kl: bool = True,
         continuous_consistency_weight: float = 0.0,
+        decoder_distillation_weight: float = 0.0,
+        component_anchor_weight: float = 0.0,
+        aggregate_posterior_weight: float = 0.0,
         plugins: Optional[List[SupervisedPlugin]] = None,
         **kwargs,
     ):
         lifelong_plugins: List[SupervisedPlugin] = [TeacherSwapPlugin(grow_discrete=grow_discrete)]
         if check_bool(replay, "replay"):
             lifelong_plugins.append(TeacherReplayPlugin(
-                replay_size=replay_size, soft_labels=soft_replay_labels, label_source=replay_label_source
+                replay_size=replay_size, soft_labels=soft_replay_labels, label_source=replay_label_source,
+                mixing=replay_mixing,
             ))
         lifelong_plugins.append(
             PosteriorConsistencyPlugin(
@@ -87,6 +120,14 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
                 continuous_consistency_weight=continuous_consistency_weight,
             )
         )
+        # Options beyond the papers, installed only when weighted (see their modules).
+        for plugin_cls, weight, name in [
+            (DecoderDistillationPlugin, decoder_distillation_weight, "decoder_distillation_weight"),
+            (ComponentAnchorPlugin, component_anchor_weight, "component_anchor_weight"),
+            (AggregatePosteriorPlugin, aggregate_posterior_weight, "aggregate_posterior_weight"),
+        ]:
+            if check_non_negative_float(weight, name) > 0:
+                lifelong_plugins.append(plugin_cls(weight))
         super().__init__(
             model=model,
             optimizer=optimizer,

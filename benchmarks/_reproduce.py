@@ -33,14 +33,16 @@ JSON layout::
      "sample_grids": {strategy: {"<seed>": path}}      # only experiments that save grids
      "wall_seconds": float}
 
-metric is ``accuracy`` (average over the seen test sets), ``neg_elbo`` (nats)
-or ``frechet_distance``; a metric a strategy does not have is left out.
+metric is ``accuracy`` (average over the seen test sets), ``neg_elbo`` (nats),
+``frechet_distance`` or ``component_purity`` (row purity of the sample grid,
+lvae only); a metric a strategy does not have is left out.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import glob
 import importlib
 import importlib.util
@@ -70,6 +72,7 @@ METRICS = {
     "accuracy": ("avg_accuracy_per_experience", "average accuracy, seen tasks", "avg acc", "{:.3f}"),
     "neg_elbo": ("neg_elbo_per_experience", "negative test ELBO (nats)", "-ELBO (nats)", "{:.1f}"),
     "frechet_distance": ("frechet_distance_per_experience", "Frechet distance", "FD", "{:.2f}"),
+    "component_purity": ("component_purity_per_experience", "row purity of the sample grid", "purity", "{:.2f}"),
 }
 # Flags of the examples' namespace that mean nothing here (the seed loop and the grids set their own).
 _NOT_CONFIG = ("seed", "results_json", "tensorboard", "plots", "checkpoint_dir", "no_frechet")
@@ -235,6 +238,41 @@ def strategy_args(experiment: Experiment, args) -> argparse.Namespace:
 
 
 # --------------------------------------------------------------------------- running
+def lvae_variant(name: str, **overrides):
+    """A factory for ``Experiment.factories``: ``lvae`` as the examples build it, with some
+    ``LifelongVAEStrategy`` arguments overridden (e.g. ``info_weight=0``).
+
+    The strategy gets the evaluator of ``lvae`` in ``examples/_strategies.py``
+    (so ELBO, Frechet distance, row purity and sample grids are measured
+    identically); its grids go to ``<args.plots>/<name>/lvae/``.
+    """
+    def build(args, n_classes, reference):
+        from avalanche.training.determinism.rng_manager import RNGManager
+
+        from avalanche_lvae import JointBoundLoss, LifelongVAE, LifelongVAEStrategy
+
+        RNGManager.set_random_seeds(args.seed)  # as make_strategy: the same weights whatever ran before
+        model = LifelongVAE(input_shape=(1, 28, 28), num_classes=n_classes, arch=args.arch,
+                            continuous_dim=args.continuous_dim, discrete_dim=1)
+        eval_args = copy.copy(args)
+        eval_args.plots = args.plots and os.path.join(args.plots, name)
+        evaluator = example_module("_strategies").evaluator("lvae", eval_args, reference, n_classes=n_classes)
+        options = dict(
+            consistency_weight=1.0, info_weight=args.info_weight,
+            continuous_consistency_weight=args.continuous_consistency, replay_label_source=args.replay_labels,
+            replay_mixing=args.replay_mixing, decoder_distillation_weight=args.decoder_distillation,
+            component_anchor_weight=args.component_anchor, aggregate_posterior_weight=args.aggregate_posterior,
+        )
+        options.update(overrides)
+        return LifelongVAEStrategy(
+            model=model, optimizer=torch.optim.Adam(model.parameters(), lr=args.lr),
+            criterion=JointBoundLoss(classification_weight=args.classification_weight),
+            train_mb_size=args.batch_size, train_epochs=args.epochs, eval_mb_size=args.batch_size,
+            device=torch.device(args.device), evaluator=evaluator, **options)
+
+    return build
+
+
 @contextlib.contextmanager
 def _extra_strategies(factories: Mapping[str, Callable]):
     """Let ``run_strategy`` build the strategies of ``factories`` too.

@@ -29,7 +29,7 @@ the distribution identity into z_d rather than z_c. Without them the grids'
 rows should mix digits and the FD of the past digits rise.
 
 ``tests/test_benchmarks.py`` checks that ``both`` reproduces the examples'
-``lvae`` number for number, so that :func:`lvae_variant` cannot drift from
+``lvae`` number for number, so that ``_reproduce.lvae_variant`` cannot drift from
 ``examples/_strategies.make_strategy`` unnoticed.
 
 Usage (from the repository root, one thread per run)::
@@ -48,11 +48,8 @@ seed; one full-size evaluation takes 3-6 s (as split FashionMNIST), about
 140 s per seed; plus about 60 s for the reference classifier on a first run.
 """
 
-import copy
 import os
 import sys
-
-import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _reproduce  # noqa: E402
@@ -62,34 +59,6 @@ VARIANTS = {
     "consistency_only": dict(consistency_weight=1.0, info_weight=0.0),
     "neither": dict(consistency_weight=0.0, info_weight=0.0),
 }
-
-
-def lvae_variant(name: str, consistency_weight: float, info_weight: float):
-    """A factory for ``Experiment.factories``: ``lvae`` as the examples build it, with other regulariser weights.
-
-    The strategy gets the evaluator of ``lvae`` in ``examples/_strategies.py``
-    (so ELBO, Frechet distance and sample grids are measured identically);
-    its grids go to ``<args.plots>/<name>/lvae/``.
-    """
-    def build(args, n_classes, reference):
-        from avalanche.training.determinism.rng_manager import RNGManager
-
-        from avalanche_lvae import JointBoundLoss, LifelongVAE, LifelongVAEStrategy
-
-        RNGManager.set_random_seeds(args.seed)  # as make_strategy: the same weights whatever ran before
-        model = LifelongVAE(input_shape=(1, 28, 28), num_classes=n_classes, arch=args.arch, discrete_dim=1)
-        eval_args = copy.copy(args)
-        eval_args.plots = args.plots and os.path.join(args.plots, name)
-        evaluator = _reproduce.example_module("_strategies").evaluator("lvae", eval_args, reference)
-        return LifelongVAEStrategy(
-            model=model, optimizer=torch.optim.Adam(model.parameters(), lr=args.lr),
-            criterion=JointBoundLoss(classification_weight=args.classification_weight),
-            consistency_weight=consistency_weight, info_weight=info_weight,
-            continuous_consistency_weight=args.continuous_consistency, replay_label_source=args.replay_labels,
-            train_mb_size=args.batch_size, train_epochs=args.epochs, eval_mb_size=args.batch_size,
-            device=torch.device(args.device), evaluator=evaluator)
-
-    return build
 
 
 EXPERIMENT = _reproduce.Experiment(
@@ -103,7 +72,7 @@ EXPERIMENT = _reproduce.Experiment(
     strategies=tuple(VARIANTS),
     choices=tuple(VARIANTS),
     metrics=("frechet_distance", "neg_elbo", "accuracy"),
-    factories={name: lvae_variant(name, **weights) for name, weights in VARIANTS.items()},
+    factories={name: _reproduce.lvae_variant(name, **weights) for name, weights in VARIANTS.items()},
     save_grids=True,
 )
 

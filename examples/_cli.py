@@ -80,7 +80,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser(prog: str, description: str, *, default_n_experiences: int, default_epochs: int,
                  default_si_lambda: float, default_si_eps: float, default_classification_weight: float = 1.0,
                  default_continuous_consistency: float = 0.0,
-                 default_replay_labels: str = "prior") -> argparse.ArgumentParser:
+                 default_replay_labels: str = "prior",
+                 default_continuous_dim: int = 14) -> argparse.ArgumentParser:
     """The flags common to every example script (defaults differ per benchmark).
 
     The ``default_*`` of the three lvae options are the papers' equations
@@ -96,6 +97,8 @@ def build_parser(prog: str, description: str, *, default_n_experiences: int, def
     p.add_argument("--lr", type=_float_type(positive=True), default=1e-3,
                    help="Adam learning rate (may differ on a resume: it is applied to the restored optimizer)")
     p.add_argument("--arch", choices=("dense", "conv"), default="dense", help="LifelongVAE architecture")
+    p.add_argument("--continuous-dim", type=_positive_int, default=default_continuous_dim,
+                   help="size of z_c of every LifelongVAE strategy (lvae, naive, ewc, cumulative); LGM uses 14")
     p.add_argument("--seed", type=_non_negative_int, default=0,
                    help="seed of the stream and of every strategy (re-seeded before each model is built)")
     p.add_argument("--dataset-root", default=None,
@@ -130,6 +133,21 @@ def build_parser(prog: str, description: str, *, default_n_experiences: int, def
     p.add_argument("--replay-labels", choices=("prior", "posterior"), default=default_replay_labels,
                    help="lvae only: the teacher labels its replay from the generating z (prior, CCL-GM) or from "
                         "the mode of its posterior of the replayed image (posterior)")
+    p.add_argument("--replay-mixing", choices=("loss_weights", "batch_composition"), default="loss_weights",
+                   help="lvae only: append the teacher's replay and weight the loss 1/(k+1) per distribution "
+                        "(loss_weights) or replace k/(k+1) of each minibatch by replay (batch_composition, the "
+                        "authors' code: cheaper, but an epoch uses 1/(k+1) of the real data)")
+    p.add_argument("--info-weight", type=_float_type(positive=False), default=0.01,
+                   help="lvae only: lambda of L_I (LGM Eq. 9/10; paper 0.01, 0 = off)")
+    p.add_argument("--decoder-distillation", type=_float_type(positive=False), default=0.0,
+                   help="lvae only: weight of -log p_student(x~|z) at the prior z that generated each replayed x~ "
+                        "(DecoderDistillationPlugin, beyond the papers; 0 = off)")
+    p.add_argument("--component-anchor", type=_float_type(positive=False), default=0.0,
+                   help="lvae only: weight of -log q(z_d = newest | x) on the real data (ComponentAnchorPlugin, "
+                        "beyond the papers; 0 = off)")
+    p.add_argument("--aggregate-posterior", type=_float_type(positive=False), default=0.0,
+                   help="lvae only: weight of an MMD between the real data's z_c and N(0, I) "
+                        "(AggregatePosteriorPlugin, beyond the papers; 0 = off)")
     p.add_argument("--ewc-lambda", type=_float_type(positive=False), default=DEFAULT_EWC_LAMBDA,
                    help="EWCPlugin lambda of the ewc strategy (tuned for --batch-size 256)")
     p.add_argument("--si-lambda", type=_float_type(positive=False), default=default_si_lambda,

@@ -26,6 +26,8 @@ build and a few defaults; the rest is split over small modules:
         "neg_elbo_per_experience": [float] | null,
         "final_frechet_distance": float | null,  # FrechetDistance_Stream; null for gr/lwf/si and --no-frechet
         "frechet_distance_per_experience": [float] | null,
+        "final_component_purity": float | null,  # ComponentPurity_Stream (lvae only; needs the reference)
+        "component_purity_per_experience": [float] | null,
         "train_seconds": float,               # wall time inside strategy.train() only (summed over resumes)
         "peak_rss_mb": float,                 # process peak so far (includes earlier strategies)
         "resumed_after_experience": int | null}}}  # the checkpoint this run resumed from, if any

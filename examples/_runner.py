@@ -47,6 +47,7 @@ _ACC_EXP = "Top1_Acc_Exp/eval_phase/test_stream/"
 _FORGETTING = "StreamForgetting/eval_phase/test_stream"
 _NEG_ELBO = "NegELBO_Stream/eval_phase/test_stream"
 _FRECHET = "FrechetDistance_Stream/eval_phase/test_stream"
+_PURITY = "ComponentPurity_Stream/eval_phase/test_stream"
 
 
 def _metric(metrics: Dict[str, float], prefix: str, suffix: str = "", required: bool = True) -> Optional[float]:
@@ -131,6 +132,9 @@ def _record(progress: dict, metrics: Dict[str, float], i: int, generative: bool,
     if has_fd:
         progress["frechet"].append(_metric(metrics, _FRECHET))
         postfix["fd"] = f"{progress['frechet'][-1]:.1f}"
+        purity = _metric(metrics, _PURITY, required=False)
+        if purity is not None:  # lvae only
+            progress.setdefault("purity", []).append(purity)
     return postfix
 
 
@@ -199,6 +203,8 @@ def run_strategy(name: str, benchmark, args, config: dict, n_classes: int, refer
         "neg_elbo_per_experience": progress["neg_elbo"] if generative else None,
         "final_frechet_distance": progress["frechet"][-1] if has_fd else None,
         "frechet_distance_per_experience": progress["frechet"] if has_fd else None,
+        "final_component_purity": progress["purity"][-1] if progress.get("purity") else None,
+        "component_purity_per_experience": progress.get("purity") or None,
         "train_seconds": progress["train_seconds"],
         # Process-wide peak so far: it includes every strategy run before this one.
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -42,11 +42,11 @@ except ImportError:  # examples/ is on sys.path
     from _cli import GENERATIVE, STRATEGIES
 
 
-def evaluator(name: str, args, reference=None, tb_dir: Optional[str] = None):
+def evaluator(name: str, args, reference=None, tb_dir: Optional[str] = None, n_classes: int = 10):
     """The ``EvaluationPlugin`` of strategy ``name``.
 
-    ``reference`` is the reference classifier of the Frechet distance (None
-    skips the metric). With ``--plots DIR`` the sample and reconstruction
+    ``reference`` is the reference classifier of the Frechet distance and,
+    for ``lvae``, of the sample grid's row purity (None skips both). With ``--plots DIR`` the sample and reconstruction
     grids are also saved as PNG in ``DIR/<name>/``.
     """
     from avalanche.evaluation.metrics import accuracy_metrics, forgetting_metrics
@@ -55,6 +55,7 @@ def evaluator(name: str, args, reference=None, tb_dir: Optional[str] = None):
     metrics = [accuracy_metrics(experience=True, stream=True), forgetting_metrics(experience=True, stream=True)]
     if name in GENERATIVE:
         from avalanche_lvae.metrics import (
+            component_purity_metrics,
             consistency_metrics,
             frechet_distance_metrics,
             generated_samples_metrics,
@@ -67,8 +68,10 @@ def evaluator(name: str, args, reference=None, tb_dir: Optional[str] = None):
                                                     batch_size=min(1000, args.fd_samples)))
         save_dir = None if args.plots is None else os.path.join(args.plots, name)
         metrics.append(generated_samples_metrics(save_dir=save_dir))
-        if name == "lvae":  # the only strategy with a teacher
+        if name == "lvae":  # the only strategy with a teacher, and whose z_d value j is experience j
             metrics.append(consistency_metrics())
+            if reference is not None:
+                metrics.append(component_purity_metrics(reference, num_classes=n_classes))
     loggers = []
     if tb_dir is not None:
         from avalanche.logging import TensorboardLogger
@@ -130,16 +133,22 @@ def make_strategy(name: str, args, n_classes: int, reference=None, tb_dir: Optio
     RNGManager.set_random_seeds(args.seed)
     device = torch.device(args.device)
     common = dict(train_mb_size=args.batch_size, train_epochs=args.epochs, eval_mb_size=args.batch_size,
-                  device=device, evaluator=evaluator(name, args, reference, tb_dir))
+                  device=device, evaluator=evaluator(name, args, reference, tb_dir, n_classes))
     if name in GENERATIVE:
         model = LifelongVAE(input_shape=(1, 28, 28), num_classes=n_classes, arch=args.arch,
+                            continuous_dim=args.continuous_dim,
                             discrete_dim=1 if name == "lvae" else args.n_experiences)
         optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
         common["criterion"] = JointBoundLoss(classification_weight=args.classification_weight)
         if name == "lvae":
             return LifelongVAEStrategy(model=model, optimizer=optimizer,
                                        continuous_consistency_weight=args.continuous_consistency,
-                                       replay_label_source=args.replay_labels, **common), True
+                                       replay_label_source=args.replay_labels,
+                                       replay_mixing=args.replay_mixing,
+                                       decoder_distillation_weight=args.decoder_distillation,
+                                       component_anchor_weight=args.component_anchor,
+                                       aggregate_posterior_weight=args.aggregate_posterior,
+                                       info_weight=args.info_weight, **common), True
         if name == "cumulative":
             return LVAECumulative(model=model, optimizer=optimizer, **common), True
         plugins = [EWCPlugin(ewc_lambda=args.ewc_lambda, mode="separate")] if name == "ewc" else None

@@ -55,7 +55,8 @@ def check_payload(payload, strategies, metrics, n_experiences):
     assert payload["config"]["quick"] and payload["config"]["epochs"] == 1
     assert list(payload["summary"]) == payload["config"]["strategies"]
     key = {"accuracy": "avg_accuracy_per_experience", "neg_elbo": "neg_elbo_per_experience",
-           "frechet_distance": "frechet_distance_per_experience"}
+           "frechet_distance": "frechet_distance_per_experience",
+           "component_purity": "component_purity_per_experience"}
     for strategy in strategies:
         assert list(payload["summary"][strategy]) == list(metrics)
         for metric in metrics:
@@ -124,6 +125,17 @@ def test_ablation_saves_grids_and_its_default_variant_is_the_examples_lvae(data_
         for key in ("avg_accuracy_per_experience", "neg_elbo_per_experience", "frechet_distance_per_experience"):
             assert ablation["per_seed"][seed]["both"][key] == split["per_seed"][seed]["lvae"][key]
     assert ablation["per_seed"]["0"]["neither"] != ablation["per_seed"]["0"]["both"]
+
+
+def test_row_purity_compares_the_options_beyond_the_papers(data_root, tmp_path):
+    payload = run_script("row_purity", tmp_path, "--n-experiences", "2")
+    variants = ("paper", "distill_anchor", "distill_anchor_mmd")
+    check_payload(payload, variants, ("component_purity", "frechet_distance", "neg_elbo", "accuracy"), 2)
+    for variant in variants:
+        purity = payload["per_seed"]["0"][variant]["component_purity_per_experience"]
+        assert all(0.0 <= p <= 1.0 for p in purity)
+        assert (tmp_path / payload["sample_grids"][variant]["0"]).stat().st_size > 0
+    assert payload["per_seed"]["0"]["paper"] != payload["per_seed"]["0"]["distill_anchor"]
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -16,6 +16,7 @@ GENERATIVE = ("lvae", "naive", "ewc", "cumulative")
 RESULT_KEYS = {
     "final_avg_accuracy", "final_avg_forgetting", "avg_accuracy_per_experience", "accuracy_per_experience",
     "final_neg_elbo", "neg_elbo_per_experience", "final_frechet_distance", "frechet_distance_per_experience",
+    "final_component_purity", "component_purity_per_experience",
     "train_seconds", "peak_rss_mb", "resumed_after_experience",
 }
 
@@ -59,6 +60,11 @@ def test_permuted_mnist_runs_every_strategy_and_writes_results_and_plots(data_ro
             assert len(r["frechet_distance_per_experience"]) == 2 and r["final_frechet_distance"] >= 0
         else:
             assert r["final_neg_elbo"] is None and r["frechet_distance_per_experience"] is None
+        if name == "lvae":  # the row purity of the sample grid needs z_d value j = experience j
+            purity = r["component_purity_per_experience"]
+            assert len(purity) == 2 and r["final_component_purity"] == purity[-1] and 0 <= purity[-1] <= 1
+        else:
+            assert r["final_component_purity"] is None and r["component_purity_per_experience"] is None
         assert r["resumed_after_experience"] is None
     # The table has an FD column; the PNGs are there.
     assert "FD" in printed.splitlines()[printed.splitlines().index("permuted_mnist: 2 experiences, 1 epoch(s) "
@@ -80,11 +86,14 @@ def test_split_fmnist_runs_without_frechet(data_root, tmp_path):
     assert payload["benchmark"] == "split_fmnist" and payload["reference_classifier"] is None
     lvae = payload["results"]["lvae"]
     assert len(lvae["neg_elbo_per_experience"]) == 5 and lvae["final_frechet_distance"] is None
+    assert lvae["final_component_purity"] is None  # it needs the reference classifier too
     assert len(payload["results"]["si"]["accuracy_per_experience"][-1]) == 5
 
 
 def test_help_exits_zero_and_lists_the_new_flags(capsys):
     assert load_example("permuted_mnist").main(["--help"]) == 0
     text = capsys.readouterr().out
-    for flag in ("--checkpoint-dir", "--plots", "--no-frechet", "--fd-samples"):
+    for flag in ("--checkpoint-dir", "--plots", "--no-frechet", "--fd-samples", "--replay-mixing",
+                 "--continuous-dim", "--info-weight", "--decoder-distillation", "--component-anchor",
+                 "--aggregate-posterior"):
         assert flag in text

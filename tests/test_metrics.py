@@ -19,6 +19,8 @@ from avalanche_lvae.data import load_tensors
 from avalanche_lvae.losses import negative_joint_bound
 from avalanche_lvae.metrics import (
     ExperienceNegELBO,
+    component_purity,
+    component_purity_metrics,
     GeneratedSamplesPluginMetric,
     consistency_metrics,
     frechet_distance,
@@ -206,7 +208,8 @@ def test_metrics_in_evaluation_plugin_with_lifelong_strategy(tiny_stream, tiny_r
     logger = TensorboardLogger(tmp_path / "tb")
     metrics = [neg_elbo_metrics(), neg_elbo_metrics(experience=False, importance_samples=4),
                frechet_distance_metrics(tiny_reference, n_samples=256, batch_size=100),
-               generated_samples_metrics(n_per_component=4, save_dir=tmp_path / "png"), consistency_metrics()]
+               generated_samples_metrics(n_per_component=4, save_dir=tmp_path / "png"), consistency_metrics(),
+               component_purity_metrics(tiny_reference, num_classes=10, n_per_component=50)]
     strategy = _lvae_strategy(metrics=metrics, loggers=[logger])
     strategy.train(tiny_stream.train_stream[0])
     first = strategy.eval(tiny_stream.test_stream[:1])
@@ -228,6 +231,8 @@ def test_metrics_in_evaluation_plugin_with_lifelong_strategy(tiny_stream, tiny_r
     assert recon.shape[1:] == (2 * (28 + PAD) + PAD, 8 * (28 + PAD) + PAD)  # input row, reconstruction row
     assert 0.0 <= results[f"ZdConsistency_Exp/{prefix}/Exp000"] <= 1.0
     assert f"ZdConsistency_Exp/{prefix}/Exp001" not in results  # the teacher never saw experience 1
+    purity = metrics[-1][0].per_component
+    assert len(purity) == 2 and results[f"ComponentPurity_Stream/{prefix}"] == pytest.approx(sum(purity) / 2)
     assert (tmp_path / "png" / "samples_test_after_exp001.png").is_file()
     assert (tmp_path / "png" / "reconstructions_test_exp000_after_exp001.png").is_file()
 
@@ -263,7 +268,33 @@ def test_metrics_with_naive_ewc_and_plain_naive(tiny_stream, tiny_reference):
     assert results["NegELBO_Exp/eval_phase/test_stream/Task000/Exp000"] > 100
 
 
+class _BrightnessReference(torch.nn.Module):
+    """Labels an image (experience 1, class 0) when its mean pixel is above 0.5, else (experience 0, class 0)."""
+
+    def __init__(self, num_outputs=20):
+        super().__init__()
+        self.num_outputs = num_outputs
+
+    def forward(self, x):
+        logits = torch.zeros(x.shape[0], self.num_outputs)
+        logits[:, min(10, self.num_outputs - 1)] = 10 * (x.flatten(1).mean(1) - 0.5)
+        return logits
+
+
+def test_component_purity_counts_the_rows_the_reference_assigns_to_their_distribution():
+    model = LifelongVAE(hidden_dim=HIDDEN, discrete_dim=2)
+    # A decoder whose row 0 is dark and row 1 bright: each row is its own distribution.
+    model.decode = lambda z_c, z_d: (20 * z_d[:, 1] - 10)[:, None, None, None].expand(-1, 1, 28, 28)
+    assert component_purity(model, _BrightnessReference(), num_classes=10, n_per_component=20) == [1.0, 1.0]
+    # Swapped rows: every sample is assigned to the other distribution.
+    model.decode = lambda z_c, z_d: (20 * z_d[:, 0] - 10)[:, None, None, None].expand(-1, 1, 28, 28)
+    assert component_purity(model, _BrightnessReference(), num_classes=10, n_per_component=20) == [0.0, 0.0]
+    with pytest.raises(ValueError, match="per_distribution=True"):
+        component_purity(model, _BrightnessReference(num_outputs=10), num_classes=10)
+
+
 @pytest.mark.parametrize("make_metrics", [
+    lambda ref: component_purity_metrics(ref, num_classes=10),
     lambda ref: neg_elbo_metrics(),
     lambda ref: frechet_distance_metrics(ref, n_samples=256),
     lambda ref: generated_samples_metrics(),

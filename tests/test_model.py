@@ -146,3 +146,17 @@ def test_sample_rejects_bad_component_and_size():
         model.sample(3, component=2)
     with pytest.raises(ValueError, match="n must be a positive integer"):
         model.sample(0)
+
+
+def test_fast_elu_equals_torch_elu_in_value_and_gradient():
+    from avalanche_lvae.models.activations import ELU
+
+    x = torch.cat([torch.linspace(-30, 30, 2001), torch.tensor([0.0, -1e-8, 1e-8, float("-inf")])])
+    x.requires_grad_(True)
+    reference = x.detach().clone().requires_grad_(True)
+    y, y_ref = ELU()(x), torch.nn.functional.elu(reference)
+    assert torch.allclose(y, y_ref, atol=1e-7, rtol=0)
+    y.sum().backward()
+    y_ref.sum().backward()
+    assert torch.allclose(x.grad, reference.grad, atol=1e-6, rtol=0)
+    assert torch.autograd.gradcheck(ELU(), (torch.randn(16, 5, dtype=torch.float64, requires_grad=True),))

@@ -10,6 +10,8 @@ dict returned by ``strategy.eval(...)`` and in every logger.
   the features of a :func:`reference_classifier` on generated and test images;
 - :func:`generated_samples_metrics` -- image grids: samples, one row per z_d
   value, and test reconstructions (TensorBoard images, optional PNG files);
+- :func:`component_purity_metrics` -- the fraction of each z_d row's samples
+  that the reference classifier assigns to that row's distribution;
 - :func:`consistency_metrics` -- agreement of argmax q(z_d|x) between teacher
   and student on past test data.
 
@@ -36,6 +38,7 @@ from .frechet import (
     frechet_distance,
     frechet_distance_metrics,
 )
+from .purity import ComponentPurity, ComponentPurityPluginMetric, component_purity, component_purity_metrics
 from .reference import (
     CACHE_ENV_VAR,
     ReferenceClassifier,
@@ -67,6 +70,10 @@ __all__ = [
     "generated_samples_metrics",
     "GeneratedSamplesPluginMetric",
     "ReconstructionsPluginMetric",
+    "component_purity_metrics",
+    "component_purity",
+    "ComponentPurity",
+    "ComponentPurityPluginMetric",
     "consistency_metrics",
     "ZdConsistencyPluginMetric",
 ]

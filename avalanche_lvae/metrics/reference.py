@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.activations import ELU
 from ..streams import experience_tensors
 from ..validation import check_bool, check_positive_int
 
@@ -73,7 +74,7 @@ class ReferenceClassifier(nn.Module):
             nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Flatten(),
         )
-        self.feature_layer = nn.Sequential(nn.Linear(32 * (height // 4) * (width // 4), feature_dim), nn.ELU())
+        self.feature_layer = nn.Sequential(nn.Linear(32 * (height // 4) * (width // 4), feature_dim), ELU())
         self.head = nn.Linear(feature_dim, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,8 @@ from typing import Sequence, Tuple
 import torch
 from torch import nn
 
+from .activations import ELU
+
 __all__ = ["LatentProjection", "DenseEncoder", "DenseDecoder", "ConvEncoder", "ConvDecoder"]
 
 
@@ -50,7 +52,7 @@ def glorot_linear(in_features: int, out_features: int, bias: bool = True) -> nn.
 
 def _dense_block(in_features: int, out_features: int) -> nn.Sequential:
     # Linear -> BatchNorm -> ELU on every hidden layer (App. 9.3).
-    return nn.Sequential(nn.Linear(in_features, out_features), nn.BatchNorm1d(out_features), nn.ELU())
+    return nn.Sequential(nn.Linear(in_features, out_features), nn.BatchNorm1d(out_features), ELU())
 
 
 class DenseEncoder(nn.Module):
@@ -76,7 +78,7 @@ class DenseDecoder(nn.Module):
         self.in_features = hidden_dim
         self.net = nn.Sequential(
             nn.BatchNorm1d(hidden_dim),
-            nn.ELU(),
+            ELU(),
             _dense_block(hidden_dim, hidden_dim),
             nn.Linear(hidden_dim, math.prod(input_shape)),
         )
@@ -87,7 +89,7 @@ class DenseDecoder(nn.Module):
 
 def _conv_block(conv: nn.Module, channels: int) -> nn.Sequential:
     # GroupNorm instead of BatchNorm for the conv stack (App. 9.3, Eq. 14).
-    return nn.Sequential(conv, nn.GroupNorm(_groups(channels), channels), nn.ELU())
+    return nn.Sequential(conv, nn.GroupNorm(_groups(channels), channels), ELU())
 
 
 def _groups(channels: int) -> int:
@@ -133,7 +135,7 @@ class ConvDecoder(nn.Module):
             )
         self.input_shape = tuple(input_shape)
         self.in_features = hidden_dim
-        layers, previous = [nn.GroupNorm(_groups(hidden_dim), hidden_dim), nn.ELU()], hidden_dim
+        layers, previous = [nn.GroupNorm(_groups(hidden_dim), hidden_dim), ELU()], hidden_dim
         for out, kernel, stride in self._LAYERS:
             layers.append(_conv_block(nn.ConvTranspose2d(previous, out, kernel, stride), out))
             previous = out

@@ -17,6 +17,7 @@ from torch import nn
 from torch.distributions import Categorical, Normal, OneHotCategorical, RelaxedOneHotCategorical
 
 from ..validation import check_images, check_non_negative_float, check_positive_float, check_positive_int
+from .activations import ELU
 from .backbones import ConvDecoder, ConvEncoder, DenseDecoder, DenseEncoder, LatentProjection, glorot_linear
 
 __all__ = ["LifelongVAE", "LVAEOutput"]
@@ -125,7 +126,7 @@ class LifelongVAE(nn.Module):
         self.decoder = decoder_cls(input_shape, hidden_dim)
         # Classifier p(y|z): z -> hidden -> classes, BatchNorm + ELU (CCL-GM code).
         self.classifier_projection = LatentProjection(continuous_dim, discrete_dim, hidden_dim)
-        self.classifier = nn.Sequential(nn.BatchNorm1d(hidden_dim), nn.ELU(), nn.Linear(hidden_dim, num_classes))
+        self.classifier = nn.Sequential(nn.BatchNorm1d(hidden_dim), ELU(), nn.Linear(hidden_dim, num_classes))
         # Buffers, so that the annealing schedule survives state_dict checkpoints.
         self.register_buffer("temperature", torch.tensor(float(initial_temperature)))
         self.register_buffer("train_iterations", torch.tensor(0, dtype=torch.long))

@@ -1,7 +1,11 @@
-"""The three behaviours of the lifelong strategy, as Avalanche ``SupervisedPlugin``s."""
+"""The behaviours of the lifelong strategy, as Avalanche ``SupervisedPlugin``s."""
 
+from .aggregate_posterior import AggregatePosteriorPlugin
+from .component_anchor import ComponentAnchorPlugin
+from .decoder_distillation import DecoderDistillationPlugin
 from .posterior_consistency import PosteriorConsistencyPlugin
 from .teacher_replay import ReplayBatch, TeacherReplayPlugin
 from .teacher_swap import TeacherSwapPlugin
 
-__all__ = ["TeacherSwapPlugin", "TeacherReplayPlugin", "PosteriorConsistencyPlugin", "ReplayBatch"]
+__all__ = ["TeacherSwapPlugin", "TeacherReplayPlugin", "PosteriorConsistencyPlugin", "ReplayBatch", "DecoderDistillationPlugin",
+           "ComponentAnchorPlugin", "AggregatePosteriorPlugin"]

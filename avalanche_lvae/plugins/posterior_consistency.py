@@ -60,23 +60,24 @@ class PosteriorConsistencyPlugin(SupervisedPlugin):
     def before_backward(self, strategy, **kwargs):
         replay = getattr(strategy, "replay_batch", None)
         if replay is not None and (self.consistency_weight > 0 or self.continuous_consistency_weight > 0):
-            output, rows = _student_output(strategy), slice(replay.num_real, None)
+            output, rows = student_output(strategy), slice(replay.num_real, None)
             if self.consistency_weight > 0:
                 consistency = consistency_kl(
                     output.discrete_logits[rows], replay.teacher_discrete_logits, reverse=self.reverse_kl
                 )
-                _add_term(strategy, "consistency", self.consistency_weight, consistency.mean())
+                add_loss_term(strategy, "consistency", self.consistency_weight, consistency.mean())
             if self.continuous_consistency_weight > 0:
                 student = Normal(output.continuous_loc[rows], output.continuous_scale[rows])
                 teacher = Normal(replay.teacher_continuous_loc, replay.teacher_continuous_scale)
                 continuous = continuous_consistency_kl(student, teacher, reverse=self.reverse_kl)
-                _add_term(strategy, "continuous_consistency", self.continuous_consistency_weight, continuous.mean())
+                add_loss_term(strategy, "continuous_consistency", self.continuous_consistency_weight, continuous.mean())
         if self.info_weight > 0:
             samples = self.info_samples or max(1, strategy.train_mb_size // 4)
-            _add_term(strategy, "information", self.info_weight, information_restriction(strategy.model, samples))
+            add_loss_term(strategy, "information", self.info_weight, information_restriction(strategy.model, samples))
 
 
-def _student_output(strategy) -> LVAEOutput:
+def student_output(strategy) -> LVAEOutput:
+    """The student's full :class:`LVAEOutput` of the current minibatch, or a ``ValueError`` naming the fix."""
     # LVAETemplateMixin keeps the full output aside (mb_output is the class
     # logits); a plain Avalanche template over a LifelongVAE has it in mb_output.
     output = getattr(strategy, "lvae_output", None)
@@ -89,7 +90,14 @@ def _student_output(strategy) -> LVAEOutput:
     return output
 
 
-def _add_term(strategy, name: str, weight: float, value) -> None:
+def real_rows(strategy) -> slice:
+    """The rows of the current minibatch that hold real (current-distribution) data, not teacher replay."""
+    replay = getattr(strategy, "replay_batch", None)
+    return slice(None) if replay is None else slice(None, replay.num_real)
+
+
+def add_loss_term(strategy, name: str, weight: float, value) -> None:
+    """Add ``weight * value`` to ``strategy.loss`` and record it in ``strategy.loss_terms[name]``."""
     # Recorded by name so the strategy's non-finite guard can say which term diverged.
     if not hasattr(strategy, "loss_terms"):
         strategy.loss_terms = {}

@@ -23,6 +23,8 @@ class ReplayBatch:
             consistency term.
         teacher_continuous_loc, teacher_continuous_scale: ``[R, continuous_dim]``
             q_teacher(z_c | x~), for the optional Gaussian consistency term.
+        z_continuous, z_discrete: ``[R, continuous_dim]``, ``[R, J_teacher]`` the
+            prior latent the teacher decoded into x~ (for decoder distillation).
     """
 
     num_real: int
@@ -30,6 +32,8 @@ class ReplayBatch:
     teacher_discrete_logits: torch.Tensor
     teacher_continuous_loc: torch.Tensor
     teacher_continuous_scale: torch.Tensor
+    z_continuous: torch.Tensor
+    z_discrete: torch.Tensor
 
 
 class TeacherReplayPlugin(SupervisedPlugin):
@@ -43,13 +47,23 @@ class TeacherReplayPlugin(SupervisedPlugin):
         default; the real labels become one-hot so that one target tensor
         holds both). Everything runs in one ``no_grad`` teacher pass, which
         also records q_teacher(z|x~) for the consistency terms.
-        It then sets ``strategy.mb_sample_weights`` so that the current
-        distribution weighs pi = 1/(k+1) and the k past ones (1 - pi) together
-        (LGM Sec. 4): every distribution counts the same, while the
-        per-iteration cost stays ``train_mb_size + replay_size`` rows whatever k.
+        Every distribution must count the same (LGM Sec. 4: the current one
+        pi = 1/(k+1), the k past ones 1 - pi together); ``mixing`` says how:
+
+        - ``"loss_weights"`` (default): append ``replay_size`` replayed rows
+          and set ``strategy.mb_sample_weights`` to pi over the real rows and
+          1 - pi over the replayed ones. Every real image is used every epoch;
+          an iteration costs ``train_mb_size + replay_size`` rows whatever k.
+        - ``"batch_composition"`` (the authors' code, METHOD.md §8): the
+          minibatch keeps its B rows, floor(B k/(k+1)) of them (at most B - 1)
+          replaced by replay, plain mean loss. An iteration costs B rows, about
+          a plain VAE's, but an epoch uses only about B/(k+1) real images per
+          minibatch, i.e. 1/(k+1) of the experience's data.
 
     Args:
-        replay_size: replayed rows per minibatch; None uses ``train_mb_size``.
+        replay_size: replayed rows per minibatch with ``"loss_weights"``; None
+            uses ``train_mb_size``. ``"batch_composition"`` sets it from k.
+        mixing: ``"loss_weights"`` or ``"batch_composition"`` (see above).
         soft_labels: label replay with the teacher's class probabilities
             (default) or with their argmax.
         label_source: where the teacher's classifier reads z for the labels.
@@ -62,10 +76,25 @@ class TeacherReplayPlugin(SupervisedPlugin):
     """
 
     LABEL_SOURCES = ("prior", "posterior")
+    MIXINGS = ("loss_weights", "batch_composition")
 
-    def __init__(self, replay_size: Optional[int] = None, soft_labels: bool = True, label_source: str = "prior"):
+    def __init__(
+        self,
+        replay_size: Optional[int] = None,
+        soft_labels: bool = True,
+        label_source: str = "prior",
+        mixing: str = "loss_weights",
+    ):
         super().__init__()
         self.replay_size = None if replay_size is None else check_positive_int(replay_size, "replay_size")
+        if mixing not in self.MIXINGS:
+            raise ValueError(f"mixing must be one of {self.MIXINGS}, got {mixing!r}.")
+        if mixing == "batch_composition" and replay_size is not None:
+            raise ValueError(
+                "replay_size only applies to mixing='loss_weights'; with 'batch_composition' the number of "
+                "replayed rows is floor(B k/(k+1)) of the minibatch. Pass replay_size=None."
+            )
+        self.mixing = mixing
         self.soft_labels = check_bool(soft_labels, "soft_labels")
         if label_source not in self.LABEL_SOURCES:
             raise ValueError(f"label_source must be one of {self.LABEL_SOURCES}, got {label_source!r}.")
@@ -75,9 +104,34 @@ class TeacherReplayPlugin(SupervisedPlugin):
         teacher = getattr(strategy, "teacher", None)
         if teacher is None:
             return
+        past = strategy.clock.train_exp_counter  # k distributions seen before this one
+        if self.mixing == "batch_composition":
+            self._compose(strategy, teacher, past)
+        else:
+            self._append_weighted(strategy, teacher, past)
+
+    def _compose(self, strategy, teacher, past: int) -> None:
+        # The authors' batch: B rows, floor(B k/(k+1)) of them replay, at least one real.
+        batch_size = strategy.mbatch[0].shape[0]
+        replay_size = min(batch_size * past // (past + 1), batch_size - 1)
+        num_real = batch_size - replay_size
+        strategy.mbatch = [part[:num_real] for part in strategy.mbatch]
+        if replay_size > 0:
+            self._append(strategy, teacher, replay_size)
+
+    def _append_weighted(self, strategy, teacher, past: int) -> None:
+        num_real = strategy.mbatch[0].shape[0]
+        replay_size = self.replay_size or strategy.train_mb_size
+        x = self._append(strategy, teacher, replay_size)
+        current_share = 1.0 / (past + 1)
+        strategy.mb_sample_weights = torch.cat(
+            [x.new_full((num_real,), current_share / num_real), x.new_full((replay_size,), (1 - current_share) / replay_size)]
+        )
+
+    def _append(self, strategy, teacher, replay_size: int) -> torch.Tensor:
+        """Append ``replay_size`` teacher samples (images, labels, task labels) to the minibatch; return the real images."""
         x, y = strategy.mbatch[0], strategy.mbatch[1]
         num_real = x.shape[0]
-        replay_size = self.replay_size or strategy.train_mb_size
         with torch.no_grad():
             z_continuous, z_discrete, components = teacher.sample_latent(replay_size)
             replay_x = torch.sigmoid(teacher.decode(z_continuous, z_discrete))
@@ -94,10 +148,7 @@ class TeacherReplayPlugin(SupervisedPlugin):
         strategy.mbatch[0] = torch.cat([x, replay_x])
         strategy.mbatch[1] = targets
         strategy.mbatch[-1] = torch.cat([strategy.mbatch[-1], strategy.mbatch[-1].new_zeros(replay_size)])
-
-        past = strategy.clock.train_exp_counter  # k distributions seen before this one
-        current_share = 1.0 / (past + 1)
-        strategy.mb_sample_weights = torch.cat(
-            [x.new_full((num_real,), current_share / num_real), x.new_full((replay_size,), (1 - current_share) / replay_size)]
+        strategy.replay_batch = ReplayBatch(
+            num_real, components, teacher_discrete_logits, teacher_loc, teacher_scale, z_continuous, z_discrete
         )
-        strategy.replay_batch = ReplayBatch(num_real, components, teacher_discrete_logits, teacher_loc, teacher_scale)
+        return x
