@@ -44,11 +44,12 @@ def build_parser():
         default_si_lambda=0.1,
         default_si_eps=0.1,
         # Measured on this stream (README, Results): the classification term
-        # weighted 20 for every LifelongVAE strategy, the z_c consistency of
+        # weighted 100 for every LifelongVAE strategy (0.958 final accuracy
+        # for lvae with 5 epochs, against 0.954 at 50 and 0.939 at 20), the z_c consistency of
         # LGM Eq. 11 and replay labelled at the teacher's posterior mode raise
         # lvae's final accuracy; the papers' equations stay available with
         # --classification-weight 1 --continuous-consistency 0 --replay-labels prior.
-        default_classification_weight=20.0,
+        default_classification_weight=100.0,
         default_continuous_consistency=1.0,
         default_replay_labels="posterior",
     )
