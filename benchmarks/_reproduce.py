@@ -239,36 +239,16 @@ def strategy_args(experiment: Experiment, args) -> argparse.Namespace:
 
 # --------------------------------------------------------------------------- running
 def lvae_variant(name: str, **overrides):
-    """A factory for ``Experiment.factories``: ``lvae`` as the examples build it, with some
-    ``LifelongVAEStrategy`` arguments overridden (e.g. ``info_weight=0``).
-
-    The strategy gets the evaluator of ``lvae`` in ``examples/_strategies.py``
-    (so ELBO, Frechet distance, row purity and sample grids are measured
-    identically); its grids go to ``<args.plots>/<name>/lvae/``.
+    """A factory for ``Experiment.factories``: ``lvae`` exactly as the examples build it
+    (``examples/_strategies.make_strategy``), with some ``LifelongVAEStrategy`` arguments
+    overridden (e.g. ``info_weight=0``); its grids go to ``<args.plots>/<name>/lvae/``.
     """
     def build(args, n_classes, reference):
-        from avalanche.training.determinism.rng_manager import RNGManager
-
-        from avalanche_lvae import JointBoundLoss, LifelongVAE, LifelongVAEStrategy
-
-        RNGManager.set_random_seeds(args.seed)  # as make_strategy: the same weights whatever ran before
-        model = LifelongVAE(input_shape=(1, 28, 28), num_classes=n_classes, arch=args.arch,
-                            continuous_dim=args.continuous_dim, discrete_dim=1)
-        eval_args = copy.copy(args)
-        eval_args.plots = args.plots and os.path.join(args.plots, name)
-        evaluator = example_module("_strategies").evaluator("lvae", eval_args, reference, n_classes=n_classes)
-        options = dict(
-            consistency_weight=1.0, info_weight=args.info_weight,
-            continuous_consistency_weight=args.continuous_consistency, replay_label_source=args.replay_labels,
-            replay_mixing=args.replay_mixing, decoder_distillation_weight=args.decoder_distillation,
-            component_anchor_weight=args.component_anchor, aggregate_posterior_weight=args.aggregate_posterior,
-        )
-        options.update(overrides)
-        return LifelongVAEStrategy(
-            model=model, optimizer=torch.optim.Adam(model.parameters(), lr=args.lr),
-            criterion=JointBoundLoss(classification_weight=args.classification_weight),
-            train_mb_size=args.batch_size, train_epochs=args.epochs, eval_mb_size=args.batch_size,
-            device=torch.device(args.device), evaluator=evaluator, **options)
+        variant_args = copy.copy(args)
+        variant_args.plots = args.plots and os.path.join(args.plots, name)
+        strategy, _ = example_module("_strategies").make_strategy("lvae", variant_args, n_classes, reference,
+                                                                   **overrides)
+        return strategy
 
     return build
 

@@ -80,8 +80,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser(prog: str, description: str, *, default_n_experiences: int, default_epochs: int,
                  default_si_lambda: float, default_si_eps: float, default_classification_weight: float = 1.0,
                  default_continuous_consistency: float = 0.0,
-                 default_replay_labels: str = "prior",
-                 default_continuous_dim: int = 14) -> argparse.ArgumentParser:
+                 default_replay_labels: str = "prior") -> argparse.ArgumentParser:
     """The flags common to every example script (defaults differ per benchmark).
 
     The ``default_*`` of the three lvae options are the papers' equations
@@ -97,7 +96,7 @@ def build_parser(prog: str, description: str, *, default_n_experiences: int, def
     p.add_argument("--lr", type=_float_type(positive=True), default=1e-3,
                    help="Adam learning rate (may differ on a resume: it is applied to the restored optimizer)")
     p.add_argument("--arch", choices=("dense", "conv"), default="dense", help="LifelongVAE architecture")
-    p.add_argument("--continuous-dim", type=_positive_int, default=default_continuous_dim,
+    p.add_argument("--continuous-dim", type=_positive_int, default=14,
                    help="size of z_c of every LifelongVAE strategy (lvae, naive, ewc, cumulative); LGM uses 14")
     p.add_argument("--seed", type=_non_negative_int, default=0,
                    help="seed of the stream and of every strategy (re-seeded before each model is built)")

@@ -114,8 +114,12 @@ def _quiet_generator_strategy(args, device):
                        plugins=[GenerativeReplayPlugin()], evaluator=EvaluationPlugin(loggers=[]))
 
 
-def make_strategy(name: str, args, n_classes: int, reference=None, tb_dir: Optional[str] = None):
+def make_strategy(name: str, args, n_classes: int, reference=None, tb_dir: Optional[str] = None,
+                  **lvae_overrides):
     """Build strategy ``name`` (model seeded with ``args.seed``); returns ``(strategy, is_generative)``.
+
+    ``lvae_overrides`` replace ``LifelongVAEStrategy`` arguments of ``lvae``
+    (e.g. ``info_weight=0``; the ablation's variants).
 
     ``RNGManager.set_random_seeds(seed)`` is called before each model is
     built, so a strategy gives the same numbers whether it runs alone or
@@ -130,6 +134,8 @@ def make_strategy(name: str, args, n_classes: int, reference=None, tb_dir: Optio
 
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose from {','.join(STRATEGIES)}")
+    if lvae_overrides and name != "lvae":
+        raise ValueError(f"lvae_overrides apply to lvae only, got them for {name!r}")
     RNGManager.set_random_seeds(args.seed)
     device = torch.device(args.device)
     common = dict(train_mb_size=args.batch_size, train_epochs=args.epochs, eval_mb_size=args.batch_size,
@@ -141,14 +147,13 @@ def make_strategy(name: str, args, n_classes: int, reference=None, tb_dir: Optio
         optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
         common["criterion"] = JointBoundLoss(classification_weight=args.classification_weight)
         if name == "lvae":
-            return LifelongVAEStrategy(model=model, optimizer=optimizer,
-                                       continuous_consistency_weight=args.continuous_consistency,
-                                       replay_label_source=args.replay_labels,
-                                       replay_mixing=args.replay_mixing,
-                                       decoder_distillation_weight=args.decoder_distillation,
-                                       component_anchor_weight=args.component_anchor,
-                                       aggregate_posterior_weight=args.aggregate_posterior,
-                                       info_weight=args.info_weight, **common), True
+            options = dict(continuous_consistency_weight=args.continuous_consistency,
+                           replay_label_source=args.replay_labels, replay_mixing=args.replay_mixing,
+                           decoder_distillation_weight=args.decoder_distillation,
+                           component_anchor_weight=args.component_anchor,
+                           aggregate_posterior_weight=args.aggregate_posterior, info_weight=args.info_weight)
+            options.update(lvae_overrides)
+            return LifelongVAEStrategy(model=model, optimizer=optimizer, **options, **common), True
         if name == "cumulative":
             return LVAECumulative(model=model, optimizer=optimizer, **common), True
         plugins = [EWCPlugin(ewc_lambda=args.ewc_lambda, mode="separate")] if name == "ewc" else None
