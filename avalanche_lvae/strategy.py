@@ -8,6 +8,7 @@ from avalanche.training.templates import SupervisedTemplate
 from .plugins import (
     AggregatePosteriorPlugin,
     ComponentAnchorPlugin,
+    ComponentPriorPlugin,
     DecoderDistillationPlugin,
     PosteriorConsistencyPlugin,
     TeacherReplayPlugin,
@@ -76,6 +77,11 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
             z_c samples and N(0, I)
             (:class:`~avalanche_lvae.plugins.AggregatePosteriorPlugin`; not in
             the papers, default 0 = off).
+        component_prior: how a generated row of distribution j draws z_c:
+            ``"standard"`` (default, the papers: N(0, I)) or ``"fitted"``
+            (a Gaussian fitted to the encoder's z_c for j after each experience,
+            :class:`~avalanche_lvae.plugins.ComponentPriorPlugin`; not in the
+            papers). It changes generation and replay, not the training losses.
         plugins: extra Avalanche plugins, run after the three above.
         **kwargs: every other ``SupervisedTemplate`` argument (``train_mb_size``,
             ``train_epochs``, ``eval_mb_size``, ``device``, ``evaluator``,
@@ -102,6 +108,7 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
         decoder_distillation_weight: float = 0.0,
         component_anchor_weight: float = 0.0,
         aggregate_posterior_weight: float = 0.0,
+        component_prior: str = "standard",
         plugins: Optional[List[SupervisedPlugin]] = None,
         **kwargs,
     ):
@@ -128,6 +135,11 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
         ]:
             if check_non_negative_float(weight, name) > 0:
                 lifelong_plugins.append(plugin_cls(weight))
+        if component_prior not in ("standard", "fitted"):
+            raise ValueError(f'component_prior must be "standard" (N(0, I), the papers) or "fitted", '
+                             f"got {component_prior!r}.")
+        if component_prior == "fitted":
+            lifelong_plugins.append(ComponentPriorPlugin())
         super().__init__(
             model=model,
             optimizer=optimizer,

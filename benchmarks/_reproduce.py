@@ -234,6 +234,7 @@ def strategy_args(experiment: Experiment, args) -> argparse.Namespace:
     ns.seed = STREAM_SEED  # until the seed loop sets it; the reference classifier is built with it
     # Reproductions run the papers' equations as written, whatever an example's tuned defaults.
     ns.classification_weight, ns.continuous_consistency, ns.replay_labels = 1.0, 0.0, "prior"
+    ns.component_prior = "standard"  # z_c ~ N(0, I) for every z_d value (LGM Sec. 4.3)
     return ns
 
 

@@ -80,10 +80,11 @@ class _Parser(argparse.ArgumentParser):
 def build_parser(prog: str, description: str, *, default_n_experiences: int, default_epochs: int,
                  default_si_lambda: float, default_si_eps: float, default_classification_weight: float = 1.0,
                  default_continuous_consistency: float = 0.0,
-                 default_replay_labels: str = "prior") -> argparse.ArgumentParser:
+                 default_replay_labels: str = "prior",
+                 default_component_prior: str = "standard") -> argparse.ArgumentParser:
     """The flags common to every example script (defaults differ per benchmark).
 
-    The ``default_*`` of the three lvae options are the papers' equations
+    The ``default_*`` of the lvae options are the papers' equations
     unless a script has measured better settings for its stream.
     """
     p = _Parser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -147,6 +148,10 @@ def build_parser(prog: str, description: str, *, default_n_experiences: int, def
     p.add_argument("--aggregate-posterior", type=_float_type(positive=False), default=0.0,
                    help="lvae only: weight of an MMD between the real data's z_c and N(0, I) "
                         "(AggregatePosteriorPlugin, beyond the papers; 0 = off)")
+    p.add_argument("--component-prior", choices=("standard", "fitted"), default=default_component_prior,
+                   help="lvae only: generate distribution j with z_c ~ N(0, I) (standard, the papers) or from a "
+                        "Gaussian fitted to the encoder's z_c for j after each experience (fitted, "
+                        "ComponentPriorPlugin, beyond the papers)")
     p.add_argument("--ewc-lambda", type=_float_type(positive=False), default=DEFAULT_EWC_LAMBDA,
                    help="EWCPlugin lambda of the ewc strategy (tuned for --batch-size 256)")
     p.add_argument("--si-lambda", type=_float_type(positive=False), default=default_si_lambda,

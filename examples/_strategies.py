@@ -119,7 +119,7 @@ def make_strategy(name: str, args, n_classes: int, reference=None, tb_dir: Optio
     """Build strategy ``name`` (model seeded with ``args.seed``); returns ``(strategy, is_generative)``.
 
     ``lvae_overrides`` replace ``LifelongVAEStrategy`` arguments of ``lvae``
-    (e.g. ``info_weight=0``; the ablation's variants).
+    (e.g. ``info_weight=0``, ``criterion=JointBoundLoss(100)``; the ablation's variants).
 
     ``RNGManager.set_random_seeds(seed)`` is called before each model is
     built, so a strategy gives the same numbers whether it runs alone or
@@ -151,9 +151,10 @@ def make_strategy(name: str, args, n_classes: int, reference=None, tb_dir: Optio
                            replay_label_source=args.replay_labels, replay_mixing=args.replay_mixing,
                            decoder_distillation_weight=args.decoder_distillation,
                            component_anchor_weight=args.component_anchor,
-                           aggregate_posterior_weight=args.aggregate_posterior, info_weight=args.info_weight)
-            options.update(lvae_overrides)
-            return LifelongVAEStrategy(model=model, optimizer=optimizer, **options, **common), True
+                           aggregate_posterior_weight=args.aggregate_posterior, info_weight=args.info_weight,
+                           component_prior=args.component_prior)
+            # Overrides may also replace a common argument (e.g. ``criterion``).
+            return LifelongVAEStrategy(model=model, optimizer=optimizer, **{**common, **options, **lvae_overrides}), True
         if name == "cumulative":
             return LVAECumulative(model=model, optimizer=optimizer, **common), True
         plugins = [EWCPlugin(ewc_lambda=args.ewc_lambda, mode="separate")] if name == "ewc" else None

@@ -38,6 +38,11 @@ def build_parser():
         # SI as in the continual-learning-baselines split MNIST script.
         default_si_lambda=1.0,
         default_si_eps=0.001,
+        # Measured on this stream (README, Results): the classifier term at 100
+        # separates the classes in z_c and the fitted per-class z_c prior makes
+        # each z_d row of the sample grid show its class (row purity 0.11 -> 0.78).
+        default_classification_weight=100.0,
+        default_component_prior="fitted",
     )
 
 

@@ -72,11 +72,11 @@ def test_grow_discrete_keeps_every_other_weight_and_output():
     assert model.discrete_dim == 3
     after = model.state_dict()
     grown = {"discrete_head.weight", "discrete_head.bias", "decoder_projection.discrete.weight",
-             "classifier_projection.discrete.weight"}
+             "classifier_projection.discrete.weight", "component_loc", "component_scale_tril"}
     assert set(before) == set(after)
     for name in before:
         if name in grown:
-            assert after[name].shape[0 if "head" in name else 1] == 3
+            assert after[name].shape[0 if "head" in name or "component" in name else 1] == 3
         else:
             assert torch.equal(before[name], after[name]), name
     # Everything that does not read or write z_d is bit-identical.
@@ -146,6 +146,35 @@ def test_sample_rejects_bad_component_and_size():
         model.sample(3, component=2)
     with pytest.raises(ValueError, match="n must be a positive integer"):
         model.sample(0)
+
+
+def test_generation_prior_is_standard_normal_until_a_component_prior_is_set():
+    model = LifelongVAE(hidden_dim=16, discrete_dim=2).eval()
+    torch.manual_seed(3)
+    z_c, _, _ = model.sample_latent(64, component=1)
+    torch.manual_seed(3)
+    assert torch.equal(z_c, torch.randn(64, 14))  # bit for bit the papers' N(0, I)
+    loc = torch.full((14,), 3.0)
+    model.set_component_prior(1, loc, 0.25 * torch.eye(14))
+    torch.manual_seed(0)
+    fitted, _, _ = model.sample_latent(4000, component=1)
+    standard, _, _ = model.sample_latent(4000, component=0)
+    assert fitted.mean(0).sub(3.0).abs().max() < 0.05 and fitted.std(0).sub(0.5).abs().max() < 0.03
+    assert standard.mean(0).abs().max() < 0.1 and standard.std(0).sub(1.0).abs().max() < 0.06
+    # Growing keeps the fitted prior and gives the new component N(0, I).
+    model.grow_discrete()
+    assert torch.equal(model.component_loc[1], loc)
+    assert torch.equal(model.component_loc[2], torch.zeros(14)) and torch.equal(model.component_scale_tril[2], torch.eye(14))
+
+
+def test_set_component_prior_rejects_bad_input():
+    model = LifelongVAE(hidden_dim=16, discrete_dim=2)
+    with pytest.raises(ValueError, match="component must be"):
+        model.set_component_prior(2, torch.zeros(14), torch.eye(14))
+    with pytest.raises(ValueError, match="shape"):
+        model.set_component_prior(0, torch.zeros(3), torch.eye(14))
+    with pytest.raises(ValueError, match="positive definite"):
+        model.set_component_prior(0, torch.zeros(14), torch.zeros(14, 14))
 
 
 def test_fast_elu_equals_torch_elu_in_value_and_gradient():

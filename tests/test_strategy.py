@@ -16,12 +16,14 @@ from avalanche_lvae import JointBoundLoss, LifelongVAE, LifelongVAEStrategy, LVA
 from avalanche_lvae.plugins import (
     AggregatePosteriorPlugin,
     ComponentAnchorPlugin,
+    ComponentPriorPlugin,
     DecoderDistillationPlugin,
     PosteriorConsistencyPlugin,
     TeacherReplayPlugin,
     TeacherSwapPlugin,
 )
 from avalanche_lvae.plugins.aggregate_posterior import gaussian_kernel_mmd
+from avalanche_lvae.plugins.component_prior import aggregate_posterior_moments
 from avalanche_lvae.streams import _benchmark_from_tensors, permuted_mnist
 
 HIDDEN = 64
@@ -259,6 +261,45 @@ def test_aggregate_posterior_mmd_is_zero_on_the_same_sample_and_grows_with_a_shi
     # It shapes the encoder's z_c (through the reparameterised sample), not the decoder.
     assert strategy.model.continuous_head.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in strategy.model.decoder.parameters())
+
+
+def test_aggregate_posterior_moments_match_the_gaussian_mixture():
+    from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
+
+    torch.manual_seed(0)
+    loc, scale = torch.randn(50, 4), torch.rand(50, 4) + 0.1
+    mean, covariance = aggregate_posterior_moments(loc, scale)
+    mixture = MixtureSameFamily(Categorical(logits=torch.zeros(50)), Independent(Normal(loc, scale), 1))
+    assert torch.allclose(mean, mixture.mean, atol=1e-6)
+    # torch's mixture variance uses the population (1/N) covariance of the means.
+    population = covariance - (loc - mean).T @ (loc - mean) / 49 + (loc - mean).T @ (loc - mean) / 50
+    assert torch.allclose(population.diagonal(), mixture.variance, atol=1e-5)
+    assert torch.allclose(covariance, covariance.T)
+
+
+def test_fitted_component_prior_fits_every_seen_distribution_without_touching_the_rng(small_stream):
+    fitted_after = []
+
+    class AfterFit(SupervisedPlugin):
+        def after_training_exp(self, strategy, **kw):
+            fitted_after.append(strategy.model.component_loc.clone())
+
+    strategy = _strategy(component_prior="fitted", plugins=[AfterFit()])
+    for exp in small_stream.train_stream:
+        strategy.train(exp)
+    # After experience k, components 0..k all carry a fitted (non-standard) prior.
+    for k, loc in enumerate(fitted_after):
+        assert loc.shape == (k + 1, 14) and (loc.abs().sum(1) > 0).all()
+    # The teacher of the last experience is the student after experience 1, prior included.
+    assert torch.equal(strategy.teacher.component_loc, fitted_after[1])
+    # Refitting draws teacher samples in a forked RNG: the training stream is unchanged.
+    strategy.experience = small_stream.train_stream[2]  # Avalanche clears it after train()
+    state = torch.get_rng_state()
+    ComponentPriorPlugin(n_samples=64).after_training_exp(strategy)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert strategy.model.training
+    with pytest.raises(ValueError, match="component_prior"):
+        _strategy(component_prior="gaussian")
 
 
 def test_strategy_trains_with_batch_composition_and_the_optional_terms(small_stream):

@@ -130,6 +130,11 @@ class LifelongVAE(nn.Module):
         # Buffers, so that the annealing schedule survives state_dict checkpoints.
         self.register_buffer("temperature", torch.tensor(float(initial_temperature)))
         self.register_buffer("train_iterations", torch.tensor(0, dtype=torch.long))
+        # p(z_c | z_d = j) used for generation: N(0, I) for every j unless a
+        # fitted prior was set (``set_component_prior``, an option beyond the
+        # papers); buffers, so teacher copies and checkpoints carry it.
+        self.register_buffer("component_loc", torch.zeros(discrete_dim, continuous_dim))
+        self.register_buffer("component_scale_tril", torch.eye(continuous_dim).repeat(discrete_dim, 1, 1))
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -219,6 +224,9 @@ class LifelongVAE(nn.Module):
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Draw ``n`` latents from the prior with z_d fixed per row.
 
+        z_c ~ p(z_c | z_d): N(0, I) (the papers) unless ``set_component_prior``
+        fitted a Gaussian for that component.
+
         Returns ``(z_continuous, z_discrete_one_hot, components)``. With
         ``component=None`` the rows are split into equal contiguous shares over
         all ``discrete_dim`` components (LGM Sec. 4.3: about n/k per distribution).
@@ -234,13 +242,17 @@ class LifelongVAE(nn.Module):
                     f"{self.discrete_dim}), got {component!r}."
                 )
             components = torch.full((n,), component, device=device, dtype=torch.long)
-        z_continuous = torch.randn(n, self.continuous_dim, device=device)
+        # loc + L @ eps: with the default loc 0 and L = I this is exactly
+        # z_c ~ N(0, I), bit for bit (same random numbers as before fitting).
+        noise = torch.randn(n, self.continuous_dim, device=device)
+        z_continuous = self.component_loc[components] + (
+            self.component_scale_tril[components] @ noise.unsqueeze(-1)).squeeze(-1)
         z_discrete = F.one_hot(components, self.discrete_dim).to(z_continuous.dtype)
         return z_continuous, z_discrete, components
 
     def sample(self, n: int, component: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """Generate ``n`` images: z_d fixed to ``component`` (or spread evenly
-        over all components when None), z_c ~ N(0, I).
+        over all components when None), z_c ~ p(z_c | z_d) (N(0, I) unless fitted).
 
         Returns ``(images, components)``: images ``[n, *input_shape]`` are the
         Bernoulli means in [0, 1]; ``components[i]`` is the z_d value of row i.
@@ -267,6 +279,33 @@ class LifelongVAE(nn.Module):
         self.discrete_head = glorot_linear(self.encoder.out_features, new_dim).to(old)
         self.decoder_projection.grow_discrete(new_dim)
         self.classifier_projection.grow_discrete(new_dim)
+        # New components start with the papers' N(0, I) prior on z_c.
+        self.component_loc = torch.cat([self.component_loc, self.component_loc.new_zeros(k, self.continuous_dim)])
+        eye = torch.eye(self.continuous_dim, dtype=self.component_scale_tril.dtype,
+                        device=self.component_scale_tril.device)
+        self.component_scale_tril = torch.cat([self.component_scale_tril, eye.repeat(k, 1, 1)])
+
+    @torch.no_grad()
+    def set_component_prior(self, component: int, loc: torch.Tensor, covariance: torch.Tensor) -> None:
+        """Generate component ``component`` with z_c ~ N(loc, covariance) instead of N(0, I).
+
+        ``covariance`` must be symmetric positive definite (``[continuous_dim]*2``);
+        it is stored as its Cholesky factor. Training's KL terms are unchanged:
+        this only moves where ``sample`` draws z_c (ex-post density estimation,
+        Ghosh et al. 2020).
+        """
+        if isinstance(component, bool) or not isinstance(component, int) or not 0 <= component < self.discrete_dim:
+            raise ValueError(f"component must be an int in [0, {self.discrete_dim}), got {component!r}.")
+        size = self.continuous_dim
+        if tuple(loc.shape) != (size,) or tuple(covariance.shape) != (size, size):
+            raise ValueError(f"loc must have shape ({size},) and covariance ({size}, {size}), got "
+                             f"{tuple(loc.shape)} and {tuple(covariance.shape)}.")
+        scale_tril, info = torch.linalg.cholesky_ex(covariance.to(self.component_scale_tril))
+        if int(info) != 0 or not torch.isfinite(loc).all():
+            raise ValueError("covariance must be symmetric positive definite and loc finite; add a small "
+                             "multiple of the identity to a rank-deficient covariance.")
+        self.component_loc[component] = loc.to(self.component_loc)
+        self.component_scale_tril[component] = scale_tril
 
     @torch.no_grad()
     def step_temperature(self) -> float:
