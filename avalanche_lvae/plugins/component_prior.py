@@ -6,6 +6,7 @@ import torch
 from avalanche.core import SupervisedPlugin
 from torch.utils.data import DataLoader
 
+from ..metrics._utils import evaluation_mode
 from ..models import LifelongVAE
 from ..validation import check_positive_int
 
@@ -19,10 +20,7 @@ def aggregate_posterior_moments(loc: torch.Tensor, scale: torch.Tensor):
     means, and the covariance of the means plus the mean posterior variance
     on the diagonal (law of total covariance).
     """
-    mean = loc.mean(0)
-    centred = loc - mean
-    covariance = centred.T @ centred / max(loc.shape[0] - 1, 1) + torch.diag(scale.pow(2).mean(0))
-    return mean, covariance
+    return loc.mean(0), torch.cov(loc.T) + torch.diag(scale.pow(2).mean(0))
 
 
 class ComponentPriorPlugin(SupervisedPlugin):
@@ -61,23 +59,19 @@ class ComponentPriorPlugin(SupervisedPlugin):
             raise ValueError(f"jitter must be > 0 (it keeps the covariance positive definite), got {jitter!r}.")
         self.jitter = float(jitter)
 
-    @torch.no_grad()
     def after_training_exp(self, strategy, **kwargs):
         student = strategy.model
         if not isinstance(student, LifelongVAE):
             raise ValueError(f"ComponentPriorPlugin needs a LifelongVAE model, got {type(student).__name__}.")
         teacher: Optional[LifelongVAE] = getattr(strategy, "teacher", None)
-        was_training = student.training
-        student.eval()
-        # Forked RNG: fitting must not change the random stream of training.
-        with torch.random.fork_rng(devices=[]):
-            newest = student.discrete_dim - 1
-            past = teacher.discrete_dim if teacher is not None else 0
-            for component in range(min(past, newest)):
-                generated, _ = teacher.sample(self.n_samples, component=component)
-                self._fit(student, component, generated)
+        newest = student.discrete_dim - 1
+        past = min(teacher.discrete_dim, newest) if teacher is not None else 0
+        # Eval mode (BatchNorm running statistics, no grad), restored after; a
+        # forked RNG, so that fitting does not change the random stream of training.
+        with evaluation_mode(student), torch.random.fork_rng(devices=[]):
+            for component in range(past):
+                self._fit(student, component, teacher.sample(self.n_samples, component=component)[0])
             self._fit(student, newest, self._real_images(strategy))
-        student.train(was_training)
 
     def _real_images(self, strategy) -> torch.Tensor:
         loader = DataLoader(strategy.experience.dataset.eval(), batch_size=self.batch_size, shuffle=False)
