@@ -48,7 +48,8 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
         info_weight: lambda of LGM Eq. 10 for L_I (default 0.01; 0 = off).
         replay: generate teacher replay for past distributions (default True).
             Without replay there are no x~ and the consistency term is inactive.
-        replay_size: replayed rows per minibatch (default ``train_mb_size``).
+        replay_size: replayed rows per minibatch with
+            ``replay_mixing="loss_weights"`` (default ``train_mb_size``).
         soft_replay_labels: teacher class probabilities as replay labels
             (default) rather than their argmax.
         replay_label_source: ``"prior"`` (default, CCL-GM: the teacher
@@ -56,11 +57,13 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
             classifies x~ at the mode of its posterior, as it does real data);
             see :class:`~avalanche_lvae.plugins.TeacherReplayPlugin`.
         replay_mixing: how every distribution gets the same share:
-            ``"loss_weights"`` (default: ``replay_size`` rows appended, the
-            loss weighted pi = 1/(k+1) on the real rows) or
-            ``"batch_composition"`` (the authors' code: the minibatch keeps
-            ``train_mb_size`` rows, a fraction k/(k+1) of them replay; cheaper
-            per epoch, but an epoch uses only 1/(k+1) of the real data).
+            ``"batch_composition"`` (default: LGM Sec. 4's sampling with
+            pi = 1/(k+1) at a fixed batch size, as in the authors' code; the
+            minibatch keeps ``train_mb_size`` rows, a fraction k/(k+1) of them
+            replay, so an iteration costs about a plain VAE's, but an epoch
+            uses only 1/(k+1) of the real data) or ``"loss_weights"``
+            (``replay_size`` rows appended and the loss weighted pi on the
+            real rows: every real image every epoch, about twice the cost).
         grow_discrete: add one z_d value per experience (default True).
         info_samples: prior samples per iteration for L_I (default ``train_mb_size // 4``).
         reverse_kl: reverse (default) or forward consistency KL.
@@ -100,7 +103,7 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
         replay_size: Optional[int] = None,
         soft_replay_labels: bool = True,
         replay_label_source: str = "prior",
-        replay_mixing: str = "loss_weights",
+        replay_mixing: str = "batch_composition",
         grow_discrete: bool = True,
         info_samples: Optional[int] = None,
         reverse_kl: bool = True,

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 
 from .losses import JointBoundLoss
 from .models import LifelongVAE, LVAEOutput
+from .preloading import PreloadedTaskBalancedDataLoader, is_tensor_backed
 from .validation import check_images, check_labels
 
 __all__ = ["LVAETemplateMixin", "LVAENaive", "LVAECumulative", "NonFiniteLossError", "validate_experience"]
@@ -45,12 +46,25 @@ def validate_experience(experience, model: LifelongVAE) -> None:
     empty experience -- before the first update of the experience.
     """
     dataset = experience.dataset
-    where = f"experience {getattr(experience, 'current_experience', '?')}"
-    if len(dataset) == 0:
-        raise ValueError(f"{where} has no samples; remove it from the stream or check the benchmark's split.")
+    _check_not_empty(dataset, experience)
     for batch in DataLoader(dataset.eval(), batch_size=_VALIDATION_BATCH, shuffle=False):
-        check_images(batch[0], model.input_shape, where)
-        check_labels(batch[1], model.num_classes, f"{where} labels")
+        _check_batch(batch, model, experience)
+
+
+def _where(experience) -> str:
+    return f"experience {getattr(experience, 'current_experience', '?')}"
+
+
+def _check_not_empty(dataset, experience) -> None:
+    if len(dataset) == 0:
+        raise ValueError(
+            f"{_where(experience)} has no samples; remove it from the stream or check the benchmark's split."
+        )
+
+
+def _check_batch(batch, model: LifelongVAE, experience) -> None:
+    check_images(batch[0], model.input_shape, _where(experience))
+    check_labels(batch[1], model.num_classes, f"{_where(experience)} labels")
 
 
 class LVAETemplateMixin:
@@ -86,18 +100,39 @@ class LVAETemplateMixin:
         self.mb_sample_weights = None
         self.replay_batch = None
 
-    def make_train_dataloader(self, *args, drop_last: bool = False, **kwargs):
+    def make_train_dataloader(
+        self, num_workers=0, shuffle=True, pin_memory=None, persistent_workers=False, drop_last=False, **kwargs
+    ):
+        """Avalanche's training loader, pre-loaded when the data are plain tensors; validates the data.
+
+        Every sample is checked (pixel range, shape, labels) before the first
+        update of the experience, so a wrong transform fails at once, not as a
+        NaN mid-epoch. Tensor-backed data without transforms (every stream of
+        :mod:`avalanche_lvae.streams`) are read once into tensors and served by
+        :class:`~avalanche_lvae.preloading.PreloadedTaskBalancedDataLoader`:
+        the same minibatches as Avalanche's loader, without its per-sample
+        Python fetching; the checks then run on those tensors, not on a
+        second pass over the data.
+        """
+        data = self.adapted_dataset
+        _check_not_empty(data, self.experience)
         # BatchNorm cannot normalise a minibatch of one image in training mode
         # (torch raises "Expected more than 1 value per channel"): when the
         # data leave a last minibatch of exactly one image, drop it.
-        data = self.adapted_dataset
-        if not drop_last and data is not None and len(data) > 1 and len(data) % self.train_mb_size == 1:
+        if not drop_last and len(data) > 1 and len(data) % self.train_mb_size == 1:
             drop_last = True
-        super().make_train_dataloader(*args, drop_last=drop_last, **kwargs)
-
-    def _before_training_exp(self, **kwargs):
-        validate_experience(self.experience, self.model)
-        super()._before_training_exp(**kwargs)
+        loader_args = dict(num_workers=num_workers, shuffle=shuffle, pin_memory=pin_memory,
+                           persistent_workers=persistent_workers, drop_last=drop_last)
+        if "ffcv_args" in kwargs or not hasattr(self.experience, "task_labels") or not is_tensor_backed(data):
+            validate_experience(self.experience, self.model)
+            super().make_train_dataloader(**loader_args, **kwargs)
+            return
+        self.dataloader = PreloadedTaskBalancedDataLoader(
+            data,
+            oversample_small_groups=True,
+            **self._obtain_common_dataloader_parameters(batch_size=self.train_mb_size, **loader_args),
+        )
+        _check_batch(self.dataloader.tensors, self.model, self.experience)
 
     def forward(self):
         # At evaluation the reconstruction is sampled from q(z|x), so the logged

@@ -86,6 +86,7 @@ def main(argv=None) -> int:
     strategy = LifelongVAEStrategy(
         model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3), train_mb_size=args.batch_size,
         train_epochs=args.epochs, eval_mb_size=500, plugins=[monitor],
+        replay_mixing="loss_weights",  # long_run.json was measured with it: the costlier of the two mixings
         evaluator=EvaluationPlugin(accuracy_metrics(stream=True), neg_elbo_metrics(experience=False), loggers=[]))
     rows, started = [], time.perf_counter()
     print(f"{'exp':>3} {'J':>3} {'iters':>5} {'step ms':>8} {'p90 ms':>7} {'train s':>7} {'acc':>6} "

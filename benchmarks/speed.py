@@ -4,14 +4,17 @@ Everything is measured in one process, so the figures compare as ratios even
 on a shared machine:
 
 1. Seconds per epoch and real-data throughput at experiences 1, 3 and 5 of
-   permuted MNIST for ``lvae`` (LifelongVAEStrategy, default
-   ``replay_mixing="loss_weights"``: B real + B replayed rows per minibatch),
-   ``lvae_composition`` (``replay_mixing="batch_composition"``: B rows, a
-   share k/(k+1) of them replayed, as in the authors' code), ``naive`` (the
+   permuted MNIST for ``lvae`` (LifelongVAEStrategy with its defaults,
+   ``replay_mixing="batch_composition"``: B rows, a share k/(k+1) of them
+   replayed, LGM Sec. 4 and the authors' code), ``lvae_loss_weights``
+   (``replay_mixing="loss_weights"``: B real + B replayed rows), ``naive`` (the
    same LifelongVAE and loss, no teacher: LVAENaive) and ``gr`` (Avalanche's
-   GenerativeReplay over an MLP classifier of the same hidden sizes).
-2. The share of an epoch spent loading data (the same DataLoader iterated
-   alone) and the achieved GFLOP/s (FLOPs of one training iteration counted
+   GenerativeReplay over an MLP classifier of the same hidden sizes), trained
+   in lockstep (experience 1 of each, then experience 2 of each, ...) so that
+   load changes on a shared machine hit all four alike.
+2. The share of an epoch spent loading data (each strategy's loader iterated
+   alone: Avalanche's for ``gr``, the pre-loaded one of the LVAE templates for
+   the others) and the achieved GFLOP/s (FLOPs of one training iteration counted
    by ``torch.utils.flop_counter``) against a plain ``torch.matmul`` peak
    measured in the same run.
 3. Peak and current RSS after each of 10 experiences of ``lvae``.
@@ -28,47 +31,63 @@ import io
 import json
 import os
 import resource
+import statistics
 import sys
 import time
 
 import torch
+from avalanche.benchmarks.utils.data_loader import TaskBalancedDataLoader
 from avalanche.core import SupervisedPlugin
 from avalanche.models import SimpleMLP
 from avalanche.training import GenerativeReplay
 from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import EvaluationPlugin
-from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from avalanche_lvae import LifelongVAE, LifelongVAEStrategy, LVAENaive  # noqa: E402
+from avalanche_lvae.preloading import PreloadedTaskBalancedDataLoader  # noqa: E402
 from avalanche_lvae.streams import permuted_mnist  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "speed.json")
 
 
 class EpochTimer(SupervisedPlugin):
-    """Wall seconds of every training epoch, and the FLOPs of one iteration per experience.
+    """Wall seconds and real rows trained on of every epoch, and the FLOPs of one iteration per experience.
 
     Callbacks: ``before/after_training_epoch`` time the epoch;
+    ``before_forward`` counts the real (not replayed) rows of the minibatch,
+    so that batch composition, which drops k/(k+1) of each loaded minibatch,
+    is credited only with the real images it trains on;
     ``after_training_iteration`` opens a ``FlopCounterMode`` after the first
     iteration and closes it after the second, so exactly one whole iteration
     (replay generation, forward, regularisers, backward, step) is counted.
+    The counter slows that iteration down (about 2x), so its time is taken
+    out of the epoch and replaced by the mean of the epoch's other iterations.
     """
 
     def __init__(self, count_flops=True):
         super().__init__()
         self.count_flops = count_flops
-        self.epoch_seconds, self.iterations, self.flops = {}, {}, {}
+        self.epoch_seconds, self.iterations, self.flops, self.real_rows = {}, {}, {}, {}
         self._counter = None
 
     def before_training_epoch(self, strategy, **kwargs):
+        self._real_rows, self._counted_seconds = 0, 0.0
         self._start = time.perf_counter()
 
+    def before_forward(self, strategy, **kwargs):
+        replay = getattr(strategy, "replay_batch", None)  # None for gr: its rows are counted from the dataset
+        self._real_rows += strategy.mb_x.shape[0] if replay is None else replay.num_real
+
     def after_training_epoch(self, strategy, **kwargs):
-        exp = strategy.experience.current_experience
-        self.epoch_seconds.setdefault(exp, []).append(time.perf_counter() - self._start)
-        self.iterations[exp] = strategy.clock.train_epoch_iterations
+        exp, iterations = strategy.experience.current_experience, strategy.clock.train_epoch_iterations
+        seconds = time.perf_counter() - self._start
+        if self._counted_seconds and iterations > 1:
+            seconds = (seconds - self._counted_seconds) * iterations / (iterations - 1)
+        self.epoch_seconds.setdefault(exp, []).append(seconds)
+        self.iterations[exp] = iterations
+        self.real_rows[exp] = self._real_rows
 
     def after_training_iteration(self, strategy, **kwargs):
         exp, iteration = strategy.experience.current_experience, strategy.clock.train_epoch_iterations
@@ -76,9 +95,11 @@ class EpochTimer(SupervisedPlugin):
             self._counter.__exit__(None, None, None)
             self.flops[exp] = self._counter.get_total_flops()
             self._counter = None
+            self._counted_seconds = time.perf_counter() - self._counter_start
         elif self.count_flops and iteration == 0 and exp not in self.flops and strategy.clock.train_exp_epochs == 0:
             self._counter = FlopCounterMode(display=False)
             self._counter.__enter__()
+            self._counter_start = time.perf_counter()
 
 
 def matmul_peak_gflops(size=1024, repeats=20):
@@ -92,11 +113,26 @@ def matmul_peak_gflops(size=1024, repeats=20):
 
 
 def loader_seconds(experience, batch_size):
-    """Seconds to iterate an experience's training data once, as the strategies do."""
-    start = time.perf_counter()
-    for _ in DataLoader(experience.dataset.train(), batch_size=batch_size, shuffle=True):
-        pass
-    return time.perf_counter() - start
+    """Seconds to iterate an experience's training data once, with each strategy's loader.
+
+    ``avalanche``: Avalanche's ``TaskBalancedDataLoader`` (what ``gr`` uses:
+    every sample fetched through the dataset tree). ``preloaded``: the LVAE
+    templates' :class:`PreloadedTaskBalancedDataLoader`, per epoch, and
+    ``preloaded_read`` its one-time read of the experience (which replaces
+    the templates' former validation pass over the data).
+    """
+    data = experience.dataset.train()
+    timings = {}
+    for name, loader_class in (("avalanche", TaskBalancedDataLoader), ("preloaded", PreloadedTaskBalancedDataLoader)):
+        start = time.perf_counter()
+        loader = loader_class(data, oversample_small_groups=True, batch_size=batch_size, shuffle=True)
+        built = time.perf_counter()
+        for _ in loader:
+            pass
+        timings[name] = time.perf_counter() - built
+        if name == "preloaded":
+            timings["preloaded_read"] = built - start
+    return timings
 
 
 def build(name, n_experiences, batch_size, epochs, timer):
@@ -113,37 +149,66 @@ def build(name, n_experiences, batch_size, epochs, timer):
     optimizer = torch.optim.Adam(model.parameters(), 1e-3)
     if not lifelong:
         return LVAENaive(model=model, optimizer=optimizer, **common)
-    mixing = "batch_composition" if name == "lvae_composition" else "loss_weights"
-    return LifelongVAEStrategy(model=model, optimizer=optimizer, replay_mixing=mixing, **common)
+    options = dict(replay_mixing="loss_weights") if name == "lvae_loss_weights" else {}
+    return LifelongVAEStrategy(model=model, optimizer=optimizer, **options, **common)
 
 
-def time_strategies(stream, batch_size, epochs, n_experiences):
-    """Per-experience epoch seconds, throughput and GFLOP/s for naive, both lvae mixings and gr."""
+def time_strategies(stream, batch_size, epochs, n_experiences, repeats):
+    """Per-experience epoch seconds, throughput and GFLOP/s for naive, both lvae mixings and gr.
+
+    The strategies are trained in lockstep -- experience 1 of each, then
+    experience 2 of each, ... -- so that a change in the machine's load during
+    the run hits all of them alike and the ratios stay comparable. The whole
+    lockstep run is repeated ``repeats`` times with fresh strategies; each
+    figure is the median over the repeats (all repeats are kept in the JSON).
+    """
+    runs = [_time_once(stream, batch_size, epochs, n_experiences) for _ in range(repeats)]
     rows = {}
-    for name in ("naive", "lvae", "lvae_composition", "gr"):
-        timer = EpochTimer(count_flops=name != "gr")
+    for name, first in runs[0].items():
+        rows[name] = {}
+        for exp_id in first:
+            per_run = [run[name][exp_id] for run in runs]
+            epoch = statistics.median(r["seconds_per_epoch"] for r in per_run)
+            n_real, flops = first[exp_id]["real_samples_per_epoch"], first[exp_id]["flops_per_epoch"]
+            rows[name][exp_id] = dict(
+                seconds_per_epoch=epoch, real_samples_per_epoch=n_real, real_samples_per_second=n_real / epoch,
+                experience_wall_seconds=statistics.median(r["experience_wall_seconds"] for r in per_run),
+                gflops_per_second=None if flops is None else flops / epoch / 1e9,
+                repeats=per_run,
+            )
+        print(f"  {name}: " + ", ".join(f"exp {k}: {v['seconds_per_epoch']:.2f}s/epoch" for k, v in rows[name].items()),
+              flush=True)
+    return rows
+
+
+def _time_once(stream, batch_size, epochs, n_experiences):
+    """One lockstep run: per strategy and experience, epoch seconds, real rows, FLOPs per epoch and wall seconds."""
+    names = ("naive", "lvae", "lvae_loss_weights", "gr")
+    timers = {name: EpochTimer(count_flops=name != "gr") for name in names}
+    strategies = {}
+    for name in names:
         with contextlib.redirect_stdout(io.StringIO()):  # GR's generator logger binds stdout when built
-            strategy = build(name, n_experiences, batch_size, epochs, timer)
-        wall = []
-        for exp in stream.train_stream:
+            strategies[name] = build(name, n_experiences, batch_size, epochs, timers[name])
+    wall = {name: [] for name in names}
+    for exp in stream.train_stream:
+        for name in names:
             start = time.perf_counter()
             # GenerativeReplay's internal generator prints progress bars: keep the table readable.
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                strategy.train(exp)
-            wall.append(time.perf_counter() - start)
-        per_exp = {}
+                strategies[name].train(exp)
+            wall[name].append(time.perf_counter() - start)
+    rows = {}
+    for name in names:
+        timer, per_exp = timers[name], {}
         for exp_id, seconds in timer.epoch_seconds.items():
             epoch = sum(seconds) / len(seconds)
-            n_real = len(stream.train_stream[exp_id].dataset)
+            n_real = len(stream.train_stream[exp_id].dataset) if name == "gr" else timer.real_rows[exp_id]
             flops = timer.flops.get(exp_id)
             per_exp[exp_id + 1] = dict(
-                seconds_per_epoch=epoch, real_samples_per_second=n_real / epoch,
-                experience_wall_seconds=wall[exp_id],
-                gflops_per_second=None if flops is None else flops * timer.iterations[exp_id] / epoch / 1e9,
+                seconds_per_epoch=epoch, real_samples_per_epoch=n_real, experience_wall_seconds=wall[name][exp_id],
+                flops_per_epoch=None if flops is None else flops * timer.iterations[exp_id],
             )
         rows[name] = per_exp
-        print(f"  {name}: " + ", ".join(f"exp {k}: {v['seconds_per_epoch']:.1f}s/epoch" for k, v in per_exp.items()),
-              flush=True)
     return rows
 
 
@@ -171,6 +236,7 @@ def main(argv=None):
     parser.add_argument("--max-train-per-experience", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3, help="lockstep runs; figures are their medians")
     parser.add_argument("--output", default=RESULTS)
     args = parser.parse_args(argv)
     max_train = 1024 if args.quick else args.max_train_per_experience
@@ -178,25 +244,30 @@ def main(argv=None):
 
     peak = matmul_peak_gflops()
     loading = loader_seconds(stream.train_stream[0], args.batch_size)
-    print(f"matmul peak {peak:.1f} GFLOP/s; one pass of the data loader {loading:.2f}s", flush=True)
-    rows = time_strategies(stream, args.batch_size, args.epochs, 5)
+    print(f"matmul peak {peak:.1f} GFLOP/s; one pass of the data: Avalanche's loader {loading['avalanche']:.2f}s, "
+          f"pre-loaded {loading['preloaded']:.3f}s (after a one-time read of {loading['preloaded_read']:.2f}s)",
+          flush=True)
+    rows = time_strategies(stream, args.batch_size, args.epochs, 5, 1 if args.quick else args.repeats)
     memory = memory_over_experiences(10, 512 if args.quick else 5000, args.batch_size)
 
-    print("\nstrategy          exp  s/epoch  real samples/s  GFLOP/s  loader share  vs naive  experience wall s")
+    print("\nstrategy           exp  s/epoch  real rows/epoch  real samples/s  GFLOP/s  loader share  vs naive  "
+          "experience wall s")
     for name, per_exp in rows.items():
         for exp_id in (1, 3, 5):
             r = per_exp[exp_id]
             ratio = r["seconds_per_epoch"] / rows["naive"][exp_id]["seconds_per_epoch"]
             gflops = "-" if r["gflops_per_second"] is None else f"{r['gflops_per_second']:.1f}"
-            print(f"{name:17s} {exp_id:3d} {r['seconds_per_epoch']:8.2f} {r['real_samples_per_second']:15.0f} "
-                  f"{gflops:>8s} {loading / r['seconds_per_epoch']:12.1%} {ratio:8.2f}x {r['experience_wall_seconds']:18.2f}")
+            loader = loading["avalanche" if name == "gr" else "preloaded"]
+            print(f"{name:18s} {exp_id:3d} {r['seconds_per_epoch']:8.2f} {r['real_samples_per_epoch']:16d} "
+                  f"{r['real_samples_per_second']:15.0f} "
+                  f"{gflops:>8s} {loader / r['seconds_per_epoch']:12.1%} {ratio:8.2f}x {r['experience_wall_seconds']:18.2f}")
     rss = [r["rss_mb"] for r in memory["per_experience"]]
     print(f"\nRSS after experience 1..10 (MiB): {', '.join(f'{v:.0f}' for v in rss)}; "
           f"z_d parameter growth {memory['zd_parameter_growth_mb']:.3f} MiB")
 
-    payload = dict(command="python benchmarks/speed.py" + (" --quick" if args.quick else ""),
+    payload = dict(command=" ".join(["python benchmarks/speed.py"] + list(sys.argv[1:] if argv is None else argv)),
                    torch_threads=torch.get_num_threads(), matmul_peak_gflops=peak,
-                   loader_seconds_per_pass=loading, batch_size=args.batch_size, epochs=args.epochs,
+                   loader_seconds_per_pass=loading, interleaved=True, batch_size=args.batch_size, epochs=args.epochs, repeats=1 if args.quick else args.repeats,
                    max_train_per_experience=max_train, strategies=rows, memory=memory)
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     tmp = args.output + ".tmp"

@@ -26,7 +26,7 @@ import os
 import resource
 import sys
 import time
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from avalanche_lvae.avalanche_fixes import synaptic_intelligence_weight_copies
 
@@ -138,6 +138,16 @@ def _record(progress: dict, metrics: Dict[str, float], i: int, generative: bool,
     return postfix
 
 
+def _purity_per_row(strategy) -> Optional[List[float]]:
+    """The last evaluation's purity of each sample-grid row (z_d value), or None without the purity metric."""
+    from avalanche_lvae.metrics.purity import ComponentPurityPluginMetric
+
+    for metric in getattr(strategy.evaluator, "metrics", []):
+        if isinstance(metric, ComponentPurityPluginMetric) and metric.per_component:
+            return list(metric.per_component)
+    return None
+
+
 def new_progress(name: str, config: dict) -> dict:
     """The per-experience history of one strategy (stored inside each checkpoint)."""
     return dict(strategy=name, config=resume_config(config), experiences_done=0, resumed_after=None,
@@ -187,6 +197,9 @@ def run_strategy(name: str, benchmark, args, config: dict, n_classes: int, refer
             metrics = strategy.eval(benchmark.test_stream[: i + 1])
             _reset_frechet_features(strategy)
             postfix = _record(progress, metrics, i, generative, has_fd)
+            purity_rows = _purity_per_row(strategy)
+            if purity_rows is not None:
+                progress["purity_rows"] = purity_rows
             progress["experiences_done"] = i + 1
             if checkpoints is not None:
                 checkpoints.save(strategy, progress, i, exclude=("dataset",) if _is_cumulative(strategy) else ())
@@ -205,6 +218,7 @@ def run_strategy(name: str, benchmark, args, config: dict, n_classes: int, refer
         "frechet_distance_per_experience": progress["frechet"] if has_fd else None,
         "final_component_purity": progress["purity"][-1] if progress.get("purity") else None,
         "component_purity_per_experience": progress.get("purity") or None,
+        "final_component_purity_per_row": progress.get("purity_rows"),
         "train_seconds": progress["train_seconds"],
         # Process-wide peak so far: it includes every strategy run before this one.
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

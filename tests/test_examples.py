@@ -16,7 +16,7 @@ GENERATIVE = ("lvae", "naive", "ewc", "cumulative")
 RESULT_KEYS = {
     "final_avg_accuracy", "final_avg_forgetting", "avg_accuracy_per_experience", "accuracy_per_experience",
     "final_neg_elbo", "neg_elbo_per_experience", "final_frechet_distance", "frechet_distance_per_experience",
-    "final_component_purity", "component_purity_per_experience",
+    "final_component_purity", "component_purity_per_experience", "final_component_purity_per_row",
     "train_seconds", "peak_rss_mb", "resumed_after_experience",
 }
 
@@ -63,8 +63,11 @@ def test_permuted_mnist_runs_every_strategy_and_writes_results_and_plots(data_ro
         if name == "lvae":  # the row purity of the sample grid needs z_d value j = experience j
             purity = r["component_purity_per_experience"]
             assert len(purity) == 2 and r["final_component_purity"] == purity[-1] and 0 <= purity[-1] <= 1
+            rows = r["final_component_purity_per_row"]
+            assert len(rows) == 2 and sum(rows) / 2 == pytest.approx(purity[-1])
         else:
             assert r["final_component_purity"] is None and r["component_purity_per_experience"] is None
+            assert r["final_component_purity_per_row"] is None
         assert r["resumed_after_experience"] is None
     # The table has an FD column; the PNGs are there.
     assert "FD" in printed.splitlines()[printed.splitlines().index("permuted_mnist: 2 experiences, 1 epoch(s) "

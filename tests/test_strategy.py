@@ -100,7 +100,9 @@ def test_teacher_swap_semantics_and_replay_shares(small_stream):
     for k, components in recorder.replay_components:
         counts = torch.bincount(components, minlength=k)
         assert len(counts) == k and counts.max() - counts.min() <= 1
-    assert recorder.first_iteration[1]["batch"] == 64 + 64  # real + replay_size (= train_mb_size)
+    # The default batch composition keeps B rows: at k = 1, half of them replay.
+    assert recorder.first_iteration[1]["batch"] == 64 and recorder.first_iteration[2]["batch"] == 64
+    assert [len(c) for k, c in recorder.replay_components if k == 1][0] == 32
 
 
 def test_teacher_replay_is_generated_and_labelled_by_the_teacher():
@@ -111,7 +113,7 @@ def test_teacher_replay_is_generated_and_labelled_by_the_teacher():
         mbatch=[torch.rand(4, 1, 28, 28), torch.tensor([1, 2, 3, 4]), torch.zeros(4, dtype=torch.long)],
     )
     torch.manual_seed(7)
-    TeacherReplayPlugin().before_training_iteration(strategy)
+    TeacherReplayPlugin(mixing="loss_weights").before_training_iteration(strategy)
     torch.manual_seed(7)
     z_c, z_d, components = teacher.sample_latent(12)
     with torch.no_grad():
@@ -128,12 +130,12 @@ def test_teacher_replay_is_generated_and_labelled_by_the_teacher():
     # Hard labels are the teacher's argmax.
     strategy.mbatch = [torch.rand(4, 1, 28, 28), torch.tensor([1, 2, 3, 4]), torch.zeros(4, dtype=torch.long)]
     torch.manual_seed(7)
-    TeacherReplayPlugin(soft_labels=False).before_training_iteration(strategy)
+    TeacherReplayPlugin(soft_labels=False, mixing="loss_weights").before_training_iteration(strategy)
     assert torch.equal(strategy.mbatch[1][4:], expected_labels.argmax(-1))
     # label_source="posterior": the teacher classifies x~ as it classifies a real image at test time.
     strategy.mbatch = [torch.rand(4, 1, 28, 28), torch.tensor([1, 2, 3, 4]), torch.zeros(4, dtype=torch.long)]
     torch.manual_seed(7)
-    TeacherReplayPlugin(label_source="posterior").before_training_iteration(strategy)
+    TeacherReplayPlugin(label_source="posterior", mixing="loss_weights").before_training_iteration(strategy)
     with torch.no_grad():
         test_time_labels = teacher(expected_x).class_logits.softmax(-1)
     assert torch.allclose(strategy.mbatch[1][4:], test_time_labels)
@@ -180,12 +182,12 @@ def test_batch_composition_keeps_the_minibatch_size_with_equal_shares():
     ],
 )
 def test_each_plugin_can_be_disabled(small_stream, kwargs, absent_term, grows, replays):
-    seen_terms, batches = set(), set()
+    seen_terms, replayed = set(), set()
 
     class Terms(SupervisedPlugin):
         def after_backward(self, strategy, **kw):
             seen_terms.update(strategy.loss_terms)
-            batches.add(strategy.mbatch[0].shape[0])
+            replayed.add(strategy.replay_batch is not None and len(strategy.replay_batch.components) > 0)
 
     strategy = _strategy(plugins=[Terms()], **kwargs)
     for exp in small_stream.train_stream[:2]:
@@ -194,7 +196,7 @@ def test_each_plugin_can_be_disabled(small_stream, kwargs, absent_term, grows, r
         assert absent_term not in seen_terms
     assert ({"consistency", "information"} - {absent_term}) <= seen_terms or not replays
     assert strategy.model.discrete_dim == (2 if grows else 1)
-    assert (max(batches) > 64) == replays
+    assert (True in replayed) == replays
 
 
 def _student_with_replay(num_real=3, replay_size=6):
@@ -208,7 +210,7 @@ def _student_with_replay(num_real=3, replay_size=6):
         mbatch=[torch.rand(num_real, 1, 28, 28), torch.arange(num_real), torch.zeros(num_real, dtype=torch.long)],
         loss=torch.tensor(0.0),
     )
-    TeacherReplayPlugin().before_training_iteration(strategy)
+    TeacherReplayPlugin(mixing="loss_weights").before_training_iteration(strategy)
     strategy.lvae_output = student(strategy.mbatch[0])
     return strategy
 
@@ -340,18 +342,25 @@ def test_lifelong_strategy_forgets_less_than_naive(data_root):
     stream = permuted_mnist(n_experiences=3, dataset_root=data_root, max_train_per_experience=3000,
                             max_test_per_experience=500)
     first_task_accuracy = {}
-    for name, cls, discrete_dim in [("lvae", LifelongVAEStrategy, 1), ("naive", LVAENaive, 3)]:
+    for name, cls, discrete_dim, options in [
+        ("lvae", LifelongVAEStrategy, 1, {}),  # the default: batch composition
+        ("lvae_loss_weights", LifelongVAEStrategy, 1, dict(replay_mixing="loss_weights")),
+        ("naive", LVAENaive, 3, {}),
+    ]:
         RNGManager.set_random_seeds(0)
         model = LifelongVAE(discrete_dim=discrete_dim, hidden_dim=256)
         strategy = cls(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3), train_mb_size=128,
                        train_epochs=3, eval_mb_size=500,
-                       evaluator=EvaluationPlugin(accuracy_metrics(experience=True), loggers=[]))
+                       evaluator=EvaluationPlugin(accuracy_metrics(experience=True), loggers=[]), **options)
         for exp in stream.train_stream:
             strategy.train(exp)
         results = strategy.eval(stream.test_stream[:1])
         first_task_accuracy[name] = results["Top1_Acc_Exp/eval_phase/test_stream/Task000/Exp000"]
-    # Measured with this seed: lvae 0.30, naive 0.15 on the first task after three.
-    assert first_task_accuracy["lvae"] > first_task_accuracy["naive"] + 0.08, first_task_accuracy
+    # Measured with this seed, first task after three: lvae 0.216 (batch composition, which trains on
+    # 1/(k+1) of each experience per epoch), 0.290 with loss weights, naive 0.152. Seeds 1 and 2 gave
+    # 0.292 / 0.312 / 0.104 and 0.372 / 0.406 / 0.166.
+    assert first_task_accuracy["lvae"] > first_task_accuracy["naive"] + 0.05, first_task_accuracy
+    assert first_task_accuracy["lvae_loss_weights"] > first_task_accuracy["naive"] + 0.08, first_task_accuracy
 
 
 def test_avalanche_metrics_and_loggers_work_unchanged(small_stream, tmp_path):
@@ -402,7 +411,10 @@ def _stream_with(x, y):
         (lambda x, y: (x[:0], y[:0]), "no samples"),
     ],
 )
-def test_bad_experiences_are_rejected_before_training(make, message):
+@pytest.mark.parametrize("preloaded", [True, False], ids=["preloaded", "avalanche_loader"])
+def test_bad_experiences_are_rejected_before_training(make, message, preloaded, monkeypatch):
+    if not preloaded:  # as for data with transforms: Avalanche's loader and a validation pass
+        monkeypatch.setattr("avalanche_lvae.training.is_tensor_backed", lambda data: False)
     x, y = make(torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,)))
     strategy = _strategy()
     before = {k: v.clone() for k, v in strategy.model.state_dict().items()}

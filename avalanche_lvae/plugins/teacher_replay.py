@@ -47,23 +47,27 @@ class TeacherReplayPlugin(SupervisedPlugin):
         default; the real labels become one-hot so that one target tensor
         holds both). Everything runs in one ``no_grad`` teacher pass, which
         also records q_teacher(z|x~) for the consistency terms.
-        Every distribution must count the same (LGM Sec. 4: the current one
-        pi = 1/(k+1), the k past ones 1 - pi together); ``mixing`` says how:
+        Every distribution must count the same (LGM Sec. 4: the student's
+        instances come from the current data with probability pi = 1/(k+1),
+        omega ~ Ber(pi), and from the teacher otherwise); ``mixing`` says how:
 
-        - ``"loss_weights"`` (default): append ``replay_size`` replayed rows
-          and set ``strategy.mb_sample_weights`` to pi over the real rows and
-          1 - pi over the replayed ones. Every real image is used every epoch;
-          an iteration costs ``train_mb_size + replay_size`` rows whatever k.
-        - ``"batch_composition"`` (the authors' code, METHOD.md §8): the
-          minibatch keeps its B rows, floor(B k/(k+1)) of them (at most B - 1)
-          replaced by replay, plain mean loss. An iteration costs B rows, about
-          a plain VAE's, but an epoch uses only about B/(k+1) real images per
-          minibatch, i.e. 1/(k+1) of the experience's data.
+        - ``"batch_composition"`` (default; LGM Sec. 4's sampling at a fixed
+          batch size, as in the authors' code, METHOD.md §8): the minibatch
+          keeps its B rows, floor(B k/(k+1)) of them (at most B - 1) replaced
+          by replay, plain mean loss. An iteration costs B rows whatever k,
+          about a plain VAE's (the paper's 1.31x per epoch), but an epoch uses
+          only about B/(k+1) real images per minibatch, i.e. 1/(k+1) of the
+          experience's data.
+        - ``"loss_weights"``: append ``replay_size`` replayed rows and set
+          ``strategy.mb_sample_weights`` to pi over the real rows and 1 - pi
+          over the replayed ones: the same objective in expectation, but every
+          real image is used every epoch and an iteration costs
+          ``train_mb_size + replay_size`` rows (about 2x a plain VAE).
 
     Args:
         replay_size: replayed rows per minibatch with ``"loss_weights"``; None
             uses ``train_mb_size``. ``"batch_composition"`` sets it from k.
-        mixing: ``"loss_weights"`` or ``"batch_composition"`` (see above).
+        mixing: ``"batch_composition"`` or ``"loss_weights"`` (see above).
         soft_labels: label replay with the teacher's class probabilities
             (default) or with their argmax.
         label_source: where the teacher's classifier reads z for the labels.
@@ -76,14 +80,14 @@ class TeacherReplayPlugin(SupervisedPlugin):
     """
 
     LABEL_SOURCES = ("prior", "posterior")
-    MIXINGS = ("loss_weights", "batch_composition")
+    MIXINGS = ("batch_composition", "loss_weights")
 
     def __init__(
         self,
         replay_size: Optional[int] = None,
         soft_labels: bool = True,
         label_source: str = "prior",
-        mixing: str = "loss_weights",
+        mixing: str = "batch_composition",
     ):
         super().__init__()
         self.replay_size = None if replay_size is None else check_positive_int(replay_size, "replay_size")
@@ -91,8 +95,9 @@ class TeacherReplayPlugin(SupervisedPlugin):
             raise ValueError(f"mixing must be one of {self.MIXINGS}, got {mixing!r}.")
         if mixing == "batch_composition" and replay_size is not None:
             raise ValueError(
-                "replay_size only applies to mixing='loss_weights'; with 'batch_composition' the number of "
-                "replayed rows is floor(B k/(k+1)) of the minibatch. Pass replay_size=None."
+                "replay_size only applies to mixing='loss_weights'; with 'batch_composition' (the default) "
+                "the number of replayed rows is floor(B k/(k+1)) of the minibatch. Pass replay_size=None, "
+                "or mixing='loss_weights' to append replay_size rows."
             )
         self.mixing = mixing
         self.soft_labels = check_bool(soft_labels, "soft_labels")

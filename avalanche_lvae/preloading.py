@@ -1,0 +1,131 @@
+"""Pre-loading tensor-backed experiences: Avalanche's minibatches, fetched by tensor indexing.
+
+Avalanche's training loader fetches every sample through the dataset tree
+(``AvalancheDataset.__getitem__`` -> flat data -> transforms -> task label)
+and collates the minibatch from 256 separate items. For a stream whose data
+are in-memory tensors without transforms (every stream of
+:mod:`avalanche_lvae.streams`) that Python overhead was about a quarter of an
+epoch of the dense LifelongVAE on this 2-core CPU (``benchmarks/speed.py``).
+
+:class:`PreloadedTaskBalancedDataLoader` is Avalanche's own
+``TaskBalancedDataLoader`` -- same samplers, same ``torch.utils.data.DataLoader``,
+hence the same minibatches in the same order and the same draws from the
+global RNG -- except that its dataset is the experience's data read once into
+tensors, and a minibatch is one indexing operation. (Reading the data is
+one ``DataLoader`` pass, hence one more draw at construction: the LVAE
+templates use that pass in place of the validation pass they made before, so
+a seeded run trains bit-identically with either loader.) It is used only when
+:func:`is_tensor_backed` proves that every item is a fixed function of its
+index (``TensorDataset`` leaves, no transform in the active group); any
+dataset with transforms, e.g. random augmentation, keeps Avalanche's loader.
+"""
+
+from collections import defaultdict
+from typing import List
+
+import torch
+from avalanche.benchmarks.utils.data_loader import TaskBalancedDataLoader, _make_data_loader_with_batched_sampler
+from avalanche.benchmarks.utils.transforms import TupleTransform
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+__all__ = ["is_tensor_backed", "read_tensors", "PreloadedTaskBalancedDataLoader"]
+
+_READ_BATCH = 4096
+
+
+def _group_is_empty(groups, group_name: str) -> bool:
+    """True when a ``TransformGroups`` applies nothing for ``group_name``."""
+    if groups is None:
+        return True
+    table = groups.transform_groups
+    if group_name in table:
+        transform = table[group_name]
+    elif isinstance(table, defaultdict) and table.default_factory is not None:
+        transform = table.default_factory()  # DefaultTransformGroups: one transform for every group
+    else:
+        transform = None
+    if transform is None:
+        return True
+    return isinstance(transform, TupleTransform) and all(t is None for t in transform.transforms)
+
+
+def _flat_is_tensor_backed(flat, group_name: str) -> bool:
+    if isinstance(flat, TensorDataset):
+        return True
+    children = getattr(flat, "_datasets", None)
+    if children is None:  # a leaf of unknown kind (torchvision dataset, custom): may transform
+        return False
+    return (
+        _group_is_empty(getattr(flat, "_transform_groups", None), group_name)
+        and _group_is_empty(getattr(flat, "_frozen_transform_groups", None), group_name)
+        and all(_flat_is_tensor_backed(child, group_name) for child in children)
+    )
+
+
+def is_tensor_backed(dataset) -> bool:
+    """True when every item of an Avalanche dataset is a fixed function of its index.
+
+    That is: all leaves are ``torch.utils.data.TensorDataset`` and no transform
+    (plain or frozen) of the dataset's active group is set anywhere in its tree.
+    Then reading the items once gives exactly what every epoch would read.
+    """
+    flat = getattr(dataset, "_flat_data", None)
+    groups = getattr(flat, "_transform_groups", None)
+    if flat is None or groups is None:
+        return False
+    return _flat_is_tensor_backed(flat, groups.current_group)
+
+
+def read_tensors(dataset) -> List[torch.Tensor]:
+    """All items of a dataset, in index order, as one tensor per item field (x, y, task label)."""
+    parts = [batch for batch in DataLoader(dataset, batch_size=_READ_BATCH, shuffle=False)]
+    return [torch.cat(field) for field in zip(*parts)]
+
+
+class _IndexedTensors(Dataset):
+    """A dataset whose ``__getitems__`` returns a whole minibatch by indexing its tensors."""
+
+    def __init__(self, tensors: List[torch.Tensor]):
+        self.tensors = tensors
+
+    def __len__(self):
+        return len(self.tensors[0])
+
+    def __getitem__(self, index):
+        return [t[index] for t in self.tensors]
+
+    def __getitems__(self, indices):
+        # torch's fetcher passes the sampler's index list here and hands the result to collate_fn.
+        index = torch.as_tensor(indices)
+        return [t[index] for t in self.tensors]
+
+
+def _already_collated(batch):
+    return batch
+
+
+class PreloadedTaskBalancedDataLoader(TaskBalancedDataLoader):
+    """Avalanche's ``TaskBalancedDataLoader`` over data read once into tensors.
+
+    Takes the same arguments. The per-task datasets Avalanche builds are read
+    once (one ``DataLoader`` pass each) and concatenated in the order of the
+    ``ConcatDataset`` Avalanche would index, so the batch sampler's indices
+    address the same items. Only valid for :func:`is_tensor_backed` data.
+
+    Attributes:
+        tensors: the experience's items, one tensor per field ``[x, y, task label]``.
+    """
+
+    def __init__(self, data, **kwargs):
+        if not is_tensor_backed(data):
+            raise ValueError(
+                "PreloadedTaskBalancedDataLoader needs tensor-backed data without transforms "
+                "(see is_tensor_backed); use avalanche's TaskBalancedDataLoader for this dataset."
+            )
+        super().__init__(data, **kwargs)
+        per_task = [read_tensors(task_data) for task_data in self.datasets]
+        self.tensors = [torch.cat(field) for field in zip(*per_task)]
+
+    def _make_pytorch_loader(self, datasets, batch_sampler):
+        args = dict(self.loader_kwargs, collate_fn=_already_collated)
+        return _make_data_loader_with_batched_sampler(_IndexedTensors(self.tensors), batch_sampler, args)
