@@ -55,7 +55,8 @@ class TeacherReplayPlugin(SupervisedPlugin):
           batch size, as in the authors' code, METHOD.md §8): the minibatch
           keeps its B rows, floor(B k/(k+1)) of them (at most B - 1) replaced
           by replay, plain mean loss. An iteration costs B rows whatever k,
-          about a plain VAE's (the paper's 1.31x per epoch), but an epoch uses
+          close to a plain VAE's (1.6x per epoch at experience 5 in
+          ``benchmarks/speed.py``, the paper reports 1.31x), but an epoch uses
           only about B/(k+1) real images per minibatch, i.e. 1/(k+1) of the
           experience's data.
         - ``"loss_weights"``: append ``replay_size`` replayed rows and set
