@@ -136,7 +136,8 @@ def build_parser(prog: str, description: str, *, default_n_experiences: int, def
     p.add_argument("--replay-mixing", choices=("loss_weights", "batch_composition"), default="loss_weights",
                    help="lvae only: append the teacher's replay and weight the loss 1/(k+1) per distribution "
                         "(loss_weights) or replace k/(k+1) of each minibatch by replay (batch_composition, the "
-                        "authors' code: cheaper, but an epoch uses 1/(k+1) of the real data)")
+                        "authors' code and LifelongVAEStrategy's default: cheaper, but an epoch uses 1/(k+1) of the "
+                        "real data); the README's example figures use loss_weights")
     p.add_argument("--info-weight", type=_float_type(positive=False), default=0.01,
                    help="lvae only: lambda of L_I (LGM Eq. 9/10; paper 0.01, 0 = off)")
     p.add_argument("--decoder-distillation", type=_float_type(positive=False), default=0.0,
