@@ -83,6 +83,11 @@ def negative_joint_bound(output: LVAEOutput, x: torch.Tensor, targets: Optional[
     check_images(x, tuple(output.reconstruction_logits.shape[1:]), "negative_joint_bound")
     if x.shape[0] != len(output):
         raise ValueError(f"negative_joint_bound: {x.shape[0]} images but the output has {len(output)} rows.")
+    return _joint_bound_terms(output, x, targets)
+
+
+def _joint_bound_terms(output: LVAEOutput, x: torch.Tensor, targets: Optional[torch.Tensor]) -> JointBound:
+    """:func:`negative_joint_bound` without the image checks, for images already checked."""
     # Grey-scale pixels are not binary: the Bernoulli log-likelihood is still
     # the (negative) binary cross-entropy, so the support check is switched off.
     likelihood = Bernoulli(logits=output.reconstruction_logits, validate_args=False)
@@ -268,6 +273,8 @@ class JointBoundLoss(nn.Module):
                 f"sample_weights must be a [{len(output)}] tensor of finite non-negative weights (one per row, "
                 f"summing to 1), got shape {tuple(sample_weights.shape)}."
             )
-        terms = negative_joint_bound(output, output.inputs, targets).mean(sample_weights)
+        # output.inputs are the images LifelongVAE.forward checked (shape, range,
+        # finiteness) on this very minibatch: not checked a second time.
+        terms = _joint_bound_terms(output, output.inputs, targets).mean(sample_weights)
         self.last_terms = terms
         return terms.negative_elbo + self.classification_weight * terms.classification

@@ -76,9 +76,9 @@ def is_tensor_backed(dataset) -> bool:
     return _flat_is_tensor_backed(flat, groups.current_group)
 
 
-def read_tensors(dataset) -> List[torch.Tensor]:
+def read_tensors(dataset, batch_size: int = _READ_BATCH) -> List[torch.Tensor]:
     """All items of a dataset, in index order, as one tensor per item field (x, y, task label)."""
-    parts = [batch for batch in DataLoader(dataset, batch_size=_READ_BATCH, shuffle=False)]
+    parts = [batch for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False)]
     return [torch.cat(field) for field in zip(*parts)]
 
 

@@ -14,7 +14,13 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Categorical, Normal, OneHotCategorical, RelaxedOneHotCategorical
+from torch.distributions import (
+    Categorical,
+    MultivariateNormal,
+    Normal,
+    OneHotCategorical,
+    RelaxedOneHotCategorical,
+)
 
 from ..validation import check_images, check_non_negative_float, check_positive_float, check_positive_int
 from .activations import ELU
@@ -242,11 +248,13 @@ class LifelongVAE(nn.Module):
                     f"{self.discrete_dim}), got {component!r}."
                 )
             components = torch.full((n,), component, device=device, dtype=torch.long)
-        # loc + L @ eps: with the default loc 0 and L = I this is exactly
-        # z_c ~ N(0, I), bit for bit (same random numbers as before fitting).
-        noise = torch.randn(n, self.continuous_dim, device=device)
-        z_continuous = self.component_loc[components] + (
-            self.component_scale_tril[components] @ noise.unsqueeze(-1)).squeeze(-1)
+        # rsample is loc + L @ eps with eps ~ N(0, I): with the default loc 0
+        # and L = I this is exactly z_c ~ N(0, I), bit for bit (same random
+        # numbers as before fitting). The factors are valid by construction
+        # (identity or set_component_prior's Cholesky), hence no re-validation.
+        prior = MultivariateNormal(self.component_loc[components],
+                                   scale_tril=self.component_scale_tril[components], validate_args=False)
+        z_continuous = prior.rsample()
         z_discrete = F.one_hot(components, self.discrete_dim).to(z_continuous.dtype)
         return z_continuous, z_discrete, components
 

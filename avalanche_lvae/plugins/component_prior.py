@@ -4,10 +4,10 @@ from typing import Optional
 
 import torch
 from avalanche.core import SupervisedPlugin
-from torch.utils.data import DataLoader
 
 from ..metrics._utils import evaluation_mode
 from ..models import LifelongVAE
+from ..preloading import read_tensors
 from ..validation import check_positive_int
 
 __all__ = ["ComponentPriorPlugin", "aggregate_posterior_moments"]
@@ -74,14 +74,9 @@ class ComponentPriorPlugin(SupervisedPlugin):
             self._fit(student, newest, self._real_images(strategy))
 
     def _real_images(self, strategy) -> torch.Tensor:
-        loader = DataLoader(strategy.experience.dataset.eval(), batch_size=self.batch_size, shuffle=False)
-        images, count = [], 0
-        for batch in loader:
-            images.append(batch[0])
-            count += batch[0].shape[0]
-            if count >= self.n_samples:
-                break
-        return torch.cat(images)[: self.n_samples].to(strategy.device)
+        dataset = strategy.experience.dataset.eval()
+        first = dataset.subset(range(min(self.n_samples, len(dataset))))
+        return read_tensors(first, self.batch_size)[0].to(strategy.device)
 
     def _fit(self, student: LifelongVAE, component: int, images: torch.Tensor) -> None:
         encoded = [student.encode(chunk)[:2] for chunk in images.split(self.batch_size)]
