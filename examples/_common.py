@@ -29,6 +29,7 @@ build and a few defaults; the rest is split over small modules:
         "final_component_purity": float | null,  # ComponentPurity_Stream (lvae only; needs the reference)
         "component_purity_per_experience": [float] | null,
         "final_component_purity_per_row": [float] | null,  # last evaluation, one value per grid row (z_d value)
+        "component_purity_per_row_per_experience": [[float]] | null,  # the same after each experience
         "train_seconds": float,               # wall time inside strategy.train() only (summed over resumes)
         "peak_rss_mb": float,                 # process peak so far (includes earlier strategies)
         "resumed_after_experience": int | null}}}  # the checkpoint this run resumed from, if any

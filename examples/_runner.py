@@ -200,6 +200,7 @@ def run_strategy(name: str, benchmark, args, config: dict, n_classes: int, refer
             purity_rows = _purity_per_row(strategy)
             if purity_rows is not None:
                 progress["purity_rows"] = purity_rows
+                progress.setdefault("purity_row_history", []).append(purity_rows)
             progress["experiences_done"] = i + 1
             if checkpoints is not None:
                 checkpoints.save(strategy, progress, i, exclude=("dataset",) if _is_cumulative(strategy) else ())
@@ -219,6 +220,7 @@ def run_strategy(name: str, benchmark, args, config: dict, n_classes: int, refer
         "final_component_purity": progress["purity"][-1] if progress.get("purity") else None,
         "component_purity_per_experience": progress.get("purity") or None,
         "final_component_purity_per_row": progress.get("purity_rows"),
+        "component_purity_per_row_per_experience": progress.get("purity_row_history"),
         "train_seconds": progress["train_seconds"],
         # Process-wide peak so far: it includes every strategy run before this one.
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

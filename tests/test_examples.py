@@ -17,6 +17,7 @@ RESULT_KEYS = {
     "final_avg_accuracy", "final_avg_forgetting", "avg_accuracy_per_experience", "accuracy_per_experience",
     "final_neg_elbo", "neg_elbo_per_experience", "final_frechet_distance", "frechet_distance_per_experience",
     "final_component_purity", "component_purity_per_experience", "final_component_purity_per_row",
+    "component_purity_per_row_per_experience",
     "train_seconds", "peak_rss_mb", "resumed_after_experience",
 }
 
@@ -65,9 +66,13 @@ def test_permuted_mnist_runs_every_strategy_and_writes_results_and_plots(data_ro
             assert len(purity) == 2 and r["final_component_purity"] == purity[-1] and 0 <= purity[-1] <= 1
             rows = r["final_component_purity_per_row"]
             assert len(rows) == 2 and sum(rows) / 2 == pytest.approx(purity[-1])
+            history = r["component_purity_per_row_per_experience"]
+            assert [len(h) for h in history] == [1, 2] and history[-1] == rows
+            assert sum(history[0]) == pytest.approx(purity[0])
         else:
             assert r["final_component_purity"] is None and r["component_purity_per_experience"] is None
             assert r["final_component_purity_per_row"] is None
+            assert r["component_purity_per_row_per_experience"] is None
         assert r["resumed_after_experience"] is None
     # The table has an FD column; the PNGs are there.
     assert "FD" in printed.splitlines()[printed.splitlines().index("permuted_mnist: 2 experiences, 1 epoch(s) "
