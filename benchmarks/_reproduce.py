@@ -235,6 +235,9 @@ def strategy_args(experiment: Experiment, args) -> argparse.Namespace:
     # Reproductions run the papers' equations as written, whatever an example's tuned defaults.
     ns.classification_weight, ns.continuous_consistency, ns.replay_labels = 1.0, 0.0, "prior"
     ns.component_prior = "standard"  # z_c ~ N(0, I) for every z_d value (LGM Sec. 4.3)
+    # Every committed reproduction was measured with loss weights (the examples'
+    # mixing until split_fmnist.py switched to batch composition in session 6).
+    ns.replay_mixing = "loss_weights"
     return ns
 
 

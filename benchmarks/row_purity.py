@@ -50,7 +50,7 @@ VARIANTS = {
     "fitted_prior_anchor": dict(component_prior="fitted", component_anchor_weight=1.0),
     "fitted_prior_distill_anchor": dict(component_prior="fitted", decoder_distillation_weight=1.0,
                                         component_anchor_weight=1.0),
-    # examples/split_fmnist.py's lvae defaults.
+    # examples/split_fmnist.py's lvae defaults until session 5 (it now mixes by batch composition).
     "fitted_prior_cw100": dict(component_prior="fitted", criterion=JointBoundLoss(classification_weight=100.0)),
 }
 

@@ -81,7 +81,8 @@ def build_parser(prog: str, description: str, *, default_n_experiences: int, def
                  default_si_lambda: float, default_si_eps: float, default_classification_weight: float = 1.0,
                  default_continuous_consistency: float = 0.0,
                  default_replay_labels: str = "prior",
-                 default_component_prior: str = "standard") -> argparse.ArgumentParser:
+                 default_component_prior: str = "standard",
+                 default_replay_mixing: str = "loss_weights") -> argparse.ArgumentParser:
     """The flags common to every example script (defaults differ per benchmark).
 
     The ``default_*`` of the lvae options are the papers' equations
@@ -133,11 +134,11 @@ def build_parser(prog: str, description: str, *, default_n_experiences: int, def
     p.add_argument("--replay-labels", choices=("prior", "posterior"), default=default_replay_labels,
                    help="lvae only: the teacher labels its replay from the generating z (prior, CCL-GM) or from "
                         "the mode of its posterior of the replayed image (posterior)")
-    p.add_argument("--replay-mixing", choices=("loss_weights", "batch_composition"), default="loss_weights",
+    p.add_argument("--replay-mixing", choices=("loss_weights", "batch_composition"), default=default_replay_mixing,
                    help="lvae only: append the teacher's replay and weight the loss 1/(k+1) per distribution "
                         "(loss_weights) or replace k/(k+1) of each minibatch by replay (batch_composition, the "
                         "authors' code and LifelongVAEStrategy's default: cheaper, but an epoch uses 1/(k+1) of the "
-                        "real data); the README's example figures use loss_weights")
+                        "real data); README, Results, says which each figure used")
     p.add_argument("--info-weight", type=_float_type(positive=False), default=0.01,
                    help="lvae only: lambda of L_I (LGM Eq. 9/10; paper 0.01, 0 = off)")
     p.add_argument("--decoder-distillation", type=_float_type(positive=False), default=0.0,

@@ -105,3 +105,23 @@ def test_help_exits_zero_and_lists_the_new_flags(capsys):
                  "--continuous-dim", "--info-weight", "--decoder-distillation", "--component-anchor",
                  "--aggregate-posterior"):
         assert flag in text
+
+
+
+def test_replay_mixing_defaults_per_example_and_reproductions_pin_loss_weights(monkeypatch):
+    # split_fmnist.py mixes like LifelongVAEStrategy (batch composition, measured
+    # better on that stream); permuted_mnist.py keeps loss weights, as its README
+    # figures; the reproductions were all measured with loss weights.
+    from types import SimpleNamespace
+
+    assert load_example("split_fmnist").build_parser().parse_args([]).replay_mixing == "batch_composition"
+    assert load_example("permuted_mnist").build_parser().parse_args([]).replay_mixing == "loss_weights"
+    monkeypatch.syspath_prepend(str(EXAMPLES.parent / "benchmarks"))
+    import _reproduce
+    import row_purity
+
+    assert row_purity.EXPERIMENT.example == "split_fmnist"
+    run_args = SimpleNamespace(strategies=["paper"], n_experiences=10, epochs=3, batch_size=256, dataset_root=None,
+                               device="cpu", fd_samples=100, max_train_per_experience=None,
+                               max_test_per_experience=None)
+    assert _reproduce.strategy_args(row_purity.EXPERIMENT, run_args).replay_mixing == "loss_weights"
