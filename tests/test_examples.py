@@ -107,7 +107,6 @@ def test_help_exits_zero_and_lists_the_new_flags(capsys):
         assert flag in text
 
 
-
 def test_replay_mixing_defaults_per_example_and_reproductions_pin_loss_weights(monkeypatch):
     # split_fmnist.py mixes like LifelongVAEStrategy (batch composition, measured
     # better on that stream); permuted_mnist.py keeps loss weights, as its README
