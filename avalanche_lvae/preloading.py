@@ -26,7 +26,7 @@ from typing import List
 import torch
 from avalanche.benchmarks.utils.data_loader import TaskBalancedDataLoader, _make_data_loader_with_batched_sampler
 from avalanche.benchmarks.utils.transforms import TupleTransform
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 __all__ = ["is_tensor_backed", "read_tensors", "PreloadedTaskBalancedDataLoader"]
 
@@ -82,22 +82,14 @@ def read_tensors(dataset, batch_size: int = _READ_BATCH) -> List[torch.Tensor]:
     return [torch.cat(field) for field in zip(*parts)]
 
 
-class _IndexedTensors(Dataset):
-    """A dataset whose ``__getitems__`` returns a whole minibatch by indexing its tensors."""
-
-    def __init__(self, tensors: List[torch.Tensor]):
-        self.tensors = tensors
-
-    def __len__(self):
-        return len(self.tensors[0])
-
-    def __getitem__(self, index):
-        return [t[index] for t in self.tensors]
+class _IndexedTensors(TensorDataset):
+    """torch's ``TensorDataset``, plus ``__getitems__``: a whole minibatch by one indexing operation."""
 
     def __getitems__(self, indices):
-        # torch's fetcher passes the sampler's index list here and hands the result to collate_fn.
-        index = torch.as_tensor(indices)
-        return [t[index] for t in self.tensors]
+        # torch's fetcher passes the sampler's index list here (instead of one
+        # __getitem__ per index) and hands the result to collate_fn; a list of
+        # fields, as Avalanche's collate returns.
+        return list(self[torch.as_tensor(indices)])
 
 
 def _already_collated(batch):
@@ -128,4 +120,4 @@ class PreloadedTaskBalancedDataLoader(TaskBalancedDataLoader):
 
     def _make_pytorch_loader(self, datasets, batch_sampler):
         args = dict(self.loader_kwargs, collate_fn=_already_collated)
-        return _make_data_loader_with_batched_sampler(_IndexedTensors(self.tensors), batch_sampler, args)
+        return _make_data_loader_with_batched_sampler(_IndexedTensors(*self.tensors), batch_sampler, args)

@@ -247,7 +247,8 @@ def main(argv=None):
     print(f"matmul peak {peak:.1f} GFLOP/s; one pass of the data: Avalanche's loader {loading['avalanche']:.2f}s, "
           f"pre-loaded {loading['preloaded']:.3f}s (after a one-time read of {loading['preloaded_read']:.2f}s)",
           flush=True)
-    rows = time_strategies(stream, args.batch_size, args.epochs, 5, 1 if args.quick else args.repeats)
+    repeats = 1 if args.quick else args.repeats
+    rows = time_strategies(stream, args.batch_size, args.epochs, 5, repeats)
     memory = memory_over_experiences(10, 512 if args.quick else 5000, args.batch_size)
 
     print("\nstrategy           exp  s/epoch  real rows/epoch  real samples/s  GFLOP/s  loader share  vs naive  "
@@ -267,7 +268,8 @@ def main(argv=None):
 
     payload = dict(command=" ".join(["python benchmarks/speed.py"] + list(sys.argv[1:] if argv is None else argv)),
                    torch_threads=torch.get_num_threads(), matmul_peak_gflops=peak,
-                   loader_seconds_per_pass=loading, interleaved=True, batch_size=args.batch_size, epochs=args.epochs, repeats=1 if args.quick else args.repeats,
+                   loader_seconds_per_pass=loading, interleaved=True, batch_size=args.batch_size, epochs=args.epochs,
+                   repeats=repeats,
                    max_train_per_experience=max_train, strategies=rows, memory=memory)
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     tmp = args.output + ".tmp"
