@@ -64,6 +64,13 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
             uses only 1/(k+1) of the real data) or ``"loss_weights"``
             (``replay_size`` rows appended and the loss weighted pi on the
             real rows: every real image every epoch, about twice the cost).
+        replay_temperature: the student reconstructs each replayed x~ towards
+            the teacher's decoder mean at this temperature,
+            sigmoid(logits / replay_temperature), while its encoder reads x~
+            itself. 1 (default) is the papers' objective; below 1 the target
+            is sharper, against the blur each teacher-to-student generation
+            adds (not in the papers; see
+            :class:`~avalanche_lvae.plugins.TeacherReplayPlugin`).
         grow_discrete: add one z_d value per experience (default True).
         info_samples: prior samples per iteration for L_I (default ``train_mb_size // 4``).
         reverse_kl: reverse (default) or forward consistency KL.
@@ -104,6 +111,7 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
         soft_replay_labels: bool = True,
         replay_label_source: str = "prior",
         replay_mixing: str = "batch_composition",
+        replay_temperature: float = 1.0,
         grow_discrete: bool = True,
         info_samples: Optional[int] = None,
         reverse_kl: bool = True,
@@ -119,7 +127,7 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
         if check_bool(replay, "replay"):
             lifelong_plugins.append(TeacherReplayPlugin(
                 replay_size=replay_size, soft_labels=soft_replay_labels, label_source=replay_label_source,
-                mixing=replay_mixing,
+                mixing=replay_mixing, temperature=replay_temperature,
             ))
         lifelong_plugins.append(
             PosteriorConsistencyPlugin(

@@ -238,6 +238,7 @@ def strategy_args(experiment: Experiment, args) -> argparse.Namespace:
     # Every committed reproduction was measured with loss weights (the examples'
     # mixing until split_fmnist.py switched to batch composition in session 6).
     ns.replay_mixing = "loss_weights"
+    ns.replay_temperature = 1.0  # the Bernoulli mean, as every committed reproduction was measured
     return ns
 
 

@@ -78,11 +78,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser(prog: str, description: str, *, default_n_experiences: int, default_epochs: int,
+                 default_batch_size: int = 256,
                  default_si_lambda: float, default_si_eps: float, default_classification_weight: float = 1.0,
                  default_continuous_consistency: float = 0.0,
                  default_replay_labels: str = "prior",
                  default_component_prior: str = "standard",
-                 default_replay_mixing: str = "loss_weights") -> argparse.ArgumentParser:
+                 default_replay_mixing: str = "loss_weights",
+                 default_replay_temperature: float = 1.0) -> argparse.ArgumentParser:
     """The flags common to every example script (defaults differ per benchmark).
 
     The ``default_*`` of the lvae options are the papers' equations
@@ -94,7 +96,8 @@ def build_parser(prog: str, description: str, *, default_n_experiences: int, def
     p.add_argument("--n-experiences", type=_positive_int, default=default_n_experiences,
                    help="number of experiences in the stream")
     p.add_argument("--epochs", type=_positive_int, default=default_epochs, help="training epochs per experience")
-    p.add_argument("--batch-size", type=_positive_int, default=256, help="training and evaluation minibatch size")
+    p.add_argument("--batch-size", type=_positive_int, default=default_batch_size,
+                   help="training and evaluation minibatch size")
     p.add_argument("--lr", type=_float_type(positive=True), default=1e-3,
                    help="Adam learning rate (may differ on a resume: it is applied to the restored optimizer)")
     p.add_argument("--arch", choices=("dense", "conv"), default="dense", help="LifelongVAE architecture")
@@ -139,6 +142,9 @@ def build_parser(prog: str, description: str, *, default_n_experiences: int, def
                         "(loss_weights) or replace k/(k+1) of each minibatch by replay (batch_composition, the "
                         "authors' code and LifelongVAEStrategy's default: cheaper, but an epoch uses 1/(k+1) of the "
                         "real data); README, Results, says which each figure used")
+    p.add_argument("--replay-temperature", type=_float_type(positive=True), default=default_replay_temperature,
+                   help="lvae only: the teacher renders replay as sigmoid(logits / T); 1 is the papers' Bernoulli "
+                        "mean, below 1 sharpens it against the blur each teacher-to-student generation adds")
     p.add_argument("--info-weight", type=_float_type(positive=False), default=0.01,
                    help="lvae only: lambda of L_I (LGM Eq. 9/10; paper 0.01, 0 = off)")
     p.add_argument("--decoder-distillation", type=_float_type(positive=False), default=0.0,

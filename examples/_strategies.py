@@ -149,6 +149,7 @@ def make_strategy(name: str, args, n_classes: int, reference=None, tb_dir: Optio
         if name == "lvae":
             options = dict(continuous_consistency_weight=args.continuous_consistency,
                            replay_label_source=args.replay_labels, replay_mixing=args.replay_mixing,
+                           replay_temperature=args.replay_temperature,
                            decoder_distillation_weight=args.decoder_distillation,
                            component_anchor_weight=args.component_anchor,
                            aggregate_posterior_weight=args.aggregate_posterior, info_weight=args.info_weight,

@@ -34,7 +34,11 @@ def build_parser():
         f"{BENCHMARK}.py",
         __doc__.splitlines()[0],
         default_n_experiences=10,
-        default_epochs=3,
+        # Measured on this stream (README, Results): at batch 256 x 3 epochs
+        # (72 steps per experience) the student never learns sandal, which
+        # follows sneaker; 13x the steps does.
+        default_epochs=10,
+        default_batch_size=64,
         # SI as in the continual-learning-baselines split MNIST script.
         default_si_lambda=1.0,
         default_si_eps=0.001,
@@ -47,6 +51,13 @@ def build_parser():
         # Results), seeds 0 and 1: accuracy, -ELBO, FD and row purity at least
         # as good as loss_weights, in 0.7x the training time.
         default_replay_mixing="batch_composition",
+        # Measured on this stream (README, Results): with the Bernoulli mean
+        # as target each teacher-to-student generation blurs the replay and
+        # the sandal row fades to 0; a sharper target (temperature 0.8) keeps
+        # every row, and the teacher labelling x~ as it labels real data
+        # (posterior) costs less accuracy than labelling the generating z.
+        default_replay_temperature=0.8,
+        default_replay_labels="posterior",
     )
 
 

@@ -103,14 +103,14 @@ def test_help_exits_zero_and_lists_the_new_flags(capsys):
     text = capsys.readouterr().out
     for flag in ("--checkpoint-dir", "--plots", "--no-frechet", "--fd-samples", "--replay-mixing",
                  "--continuous-dim", "--info-weight", "--decoder-distillation", "--component-anchor",
-                 "--aggregate-posterior"):
+                 "--aggregate-posterior", "--replay-temperature"):
         assert flag in text
 
 
-def test_replay_mixing_defaults_per_example_and_reproductions_pin_loss_weights(monkeypatch):
+def test_replay_mixing_defaults_per_example_and_reproductions_pin_the_papers_replay(monkeypatch):
     # split_fmnist.py mixes like LifelongVAEStrategy (batch composition, measured
     # better on that stream); permuted_mnist.py keeps loss weights, as its README
-    # figures; the reproductions were all measured with loss weights.
+    # figures; the reproductions were all measured with loss weights and the Bernoulli mean.
     from types import SimpleNamespace
 
     assert load_example("split_fmnist").build_parser().parse_args([]).replay_mixing == "batch_composition"
@@ -123,4 +123,24 @@ def test_replay_mixing_defaults_per_example_and_reproductions_pin_loss_weights(m
     run_args = SimpleNamespace(strategies=["paper"], n_experiences=10, epochs=3, batch_size=256, dataset_root=None,
                                device="cpu", fd_samples=100, max_train_per_experience=None,
                                max_test_per_experience=None)
-    assert _reproduce.strategy_args(row_purity.EXPERIMENT, run_args).replay_mixing == "loss_weights"
+    reproduction = _reproduce.strategy_args(row_purity.EXPERIMENT, run_args)
+    assert reproduction.replay_mixing == "loss_weights" and reproduction.replay_temperature == 1.0
+
+
+def test_replay_temperature_reaches_the_lvae_strategy_and_rejects_zero(monkeypatch, capsys):
+    # split_fmnist.py sharpens the reconstruction target of the replay (measured
+    # on that stream, with 13x the steps of the other example defaults);
+    # permuted_mnist.py keeps the papers' Bernoulli mean, as its README figures.
+    split = load_example("split_fmnist").build_parser().parse_args([])
+    assert (split.replay_temperature, split.replay_labels, split.batch_size, split.epochs) == (0.8, "posterior", 64, 10)
+    assert load_example("permuted_mnist").build_parser().parse_args([]).replay_temperature == 1.0
+    args = load_example("split_fmnist").build_parser().parse_args(["--replay-temperature", "0.5"])
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    import _strategies
+    from avalanche_lvae.plugins import TeacherReplayPlugin
+
+    strategy, _ = _strategies.make_strategy("lvae", args, 10)
+    [replay] = [p for p in strategy.plugins if isinstance(p, TeacherReplayPlugin)]
+    assert replay.temperature == 0.5
+    assert load_example("split_fmnist").main(["--replay-temperature", "0"]) == 2
+    assert "--replay-temperature: expected a finite positive number" in capsys.readouterr().err

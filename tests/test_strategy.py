@@ -144,6 +144,52 @@ def test_teacher_replay_is_generated_and_labelled_by_the_teacher():
         TeacherReplayPlugin(label_source="decoder")
 
 
+def test_replay_temperature_sharpens_only_the_reconstruction_target():
+    # The encoder reads x~ = sigmoid(logits), the papers' Bernoulli mean, at any
+    # temperature T; the reconstruction term of the replayed rows is scored
+    # against sigmoid(logits / T), which T < 1 moves away from 0.5 (sharper).
+    torch.manual_seed(0)
+    teacher = LifelongVAE(hidden_dim=HIDDEN, discrete_dim=2).eval()
+    real_x = torch.rand(8, 1, 28, 28)
+
+    def replay(**kwargs):
+        strategy = SimpleNamespace(
+            teacher=teacher, train_mb_size=8, clock=SimpleNamespace(train_exp_counter=2), mb_sample_weights=None,
+            mbatch=[real_x, torch.arange(8), torch.zeros(8, dtype=torch.long)],
+        )
+        torch.manual_seed(3)
+        plugin = TeacherReplayPlugin(**kwargs)
+        plugin.before_training_iteration(strategy)
+        return plugin, strategy
+
+    _, plain = replay()
+    plugin, tempered = replay(temperature=0.5)
+    r = plain.replay_batch
+    with torch.no_grad():
+        logits = teacher.decode(r.z_continuous, r.z_discrete)
+    assert r.reconstruction_targets is None and replay(temperature=1.0)[1].replay_batch.reconstruction_targets is None
+    for part in range(3):  # same images, labels and task labels whatever T
+        assert torch.equal(tempered.mbatch[part], plain.mbatch[part])
+    assert torch.equal(tempered.mbatch[0][r.num_real:], torch.sigmoid(logits))
+    assert torch.equal(tempered.replay_batch.teacher_discrete_logits, r.teacher_discrete_logits)
+    sharp = tempered.replay_batch.reconstruction_targets
+    assert torch.allclose(sharp, torch.sigmoid(logits / 0.5))
+    assert ((sharp - 0.5).abs() >= (torch.sigmoid(logits) - 0.5).abs()).all()
+    # after_forward swaps the replayed rows of the criterion's targets, nothing else.
+    output = teacher(tempered.mbatch[0])
+    tempered.lvae_output = output
+    plugin.after_forward(tempered)
+    swapped = tempered.lvae_output
+    assert torch.equal(swapped.inputs[: r.num_real], real_x[: r.num_real])
+    assert torch.equal(swapped.inputs[r.num_real:], sharp)
+    assert swapped.class_logits is output.class_logits and output.inputs is not swapped.inputs
+    loss = JointBoundLoss()
+    assert loss(swapped, tempered.mbatch[1]) != loss(output, tempered.mbatch[1])
+    for bad in (0, -1.0, float("inf"), "0.5"):
+        with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+            TeacherReplayPlugin(temperature=bad)
+
+
 def test_batch_composition_keeps_the_minibatch_size_with_equal_shares():
     torch.manual_seed(0)
     teacher = LifelongVAE(hidden_dim=HIDDEN, discrete_dim=3).eval()
@@ -313,7 +359,7 @@ def test_strategy_trains_with_batch_composition_and_the_optional_terms(small_str
             batches.append((strategy.clock.train_exp_counter, strategy.mbatch[0].shape[0]))
 
     strategy = _strategy(plugins=[Terms()], replay_mixing="batch_composition", decoder_distillation_weight=1.0,
-                         component_anchor_weight=1.0, aggregate_posterior_weight=100.0)
+                         component_anchor_weight=1.0, aggregate_posterior_weight=100.0, replay_temperature=0.5)
     for exp in small_stream.train_stream:
         strategy.train(exp)
     # 256 images per experience in minibatches of 64: the batch never grows.
@@ -442,6 +488,7 @@ def test_strategy_rejects_bad_models_and_hyperparameters():
         LifelongVAEStrategy(model=torch.nn.Linear(2, 2), optimizer=None)
     for kwargs, name in [(dict(consistency_weight=-1.0), "consistency_weight"), (dict(info_weight=float("nan")), "info_weight"),
                          (dict(replay_size=0), "replay_size"), (dict(info_samples=-3), "info_samples"),
-                         (dict(replay_label_source="true"), "label_source")]:
+                         (dict(replay_label_source="true"), "label_source"),
+                         (dict(replay_temperature=0.0), "temperature")]:
         with pytest.raises(ValueError, match=name):
             _strategy(**kwargs)
