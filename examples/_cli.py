@@ -143,8 +143,9 @@ def build_parser(prog: str, description: str, *, default_n_experiences: int, def
                         "authors' code and LifelongVAEStrategy's default: cheaper, but an epoch uses 1/(k+1) of the "
                         "real data); README, Results, says which each figure used")
     p.add_argument("--replay-temperature", type=_float_type(positive=True), default=default_replay_temperature,
-                   help="lvae only: the teacher renders replay as sigmoid(logits / T); 1 is the papers' Bernoulli "
-                        "mean, below 1 sharpens it against the blur each teacher-to-student generation adds")
+                   help="lvae only: the student reconstructs each replayed image towards sigmoid(logits / T) of "
+                        "the teacher's decoder, its encoder still reading the Bernoulli mean; 1 is the papers', below "
+                        "1 sharpens the target against the blur each teacher-to-student generation adds")
     p.add_argument("--info-weight", type=_float_type(positive=False), default=0.01,
                    help="lvae only: lambda of L_I (LGM Eq. 9/10; paper 0.01, 0 = off)")
     p.add_argument("--decoder-distillation", type=_float_type(positive=False), default=0.0,

@@ -97,7 +97,8 @@ class TeacherReplayPlugin(SupervisedPlugin):
             thin, low-ink structure (a sandal's straps) is the first to fade;
             the sharper target asks the student's decoder for the contrast that
             generation would lose. Beyond the papers; measured on split
-            FashionMNIST (README, Results).
+            FashionMNIST (README, Results). :class:`DecoderDistillationPlugin`
+            still scores x~ itself.
     """
 
     LABEL_SOURCES = ("prior", "posterior")
