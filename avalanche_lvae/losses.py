@@ -245,6 +245,9 @@ class JointBoundLoss(nn.Module):
     and ``targets`` hard labels ``[N]`` or soft labels ``[N, num_classes]``.
     Optional ``sample_weights`` (``[N]``, summing to 1) replace the plain mean;
     the replay plugin uses them to give every distribution the same share.
+    Optional ``reconstruction_targets`` (the shape of ``output.inputs``) are
+    the images the Bernoulli reconstruction term scores instead of the inputs;
+    the replay plugin's ``temperature`` uses them.
     The last call's terms are kept in ``last_terms`` for logging.
 
     Args:
@@ -258,7 +261,11 @@ class JointBoundLoss(nn.Module):
         self.last_terms: Optional[JointBound] = None
 
     def forward(
-        self, output: LVAEOutput, targets: torch.Tensor, sample_weights: Optional[torch.Tensor] = None
+        self,
+        output: LVAEOutput,
+        targets: torch.Tensor,
+        sample_weights: Optional[torch.Tensor] = None,
+        reconstruction_targets: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         if not isinstance(output, LVAEOutput):
             raise ValueError(
@@ -273,8 +280,15 @@ class JointBoundLoss(nn.Module):
                 f"sample_weights must be a [{len(output)}] tensor of finite non-negative weights (one per row, "
                 f"summing to 1), got shape {tuple(sample_weights.shape)}."
             )
-        # output.inputs are the images LifelongVAE.forward checked (shape, range,
-        # finiteness) on this very minibatch: not checked a second time.
-        terms = _joint_bound_terms(output, output.inputs, targets).mean(sample_weights)
+        if reconstruction_targets is None:
+            # output.inputs are the images LifelongVAE.forward checked (shape, range,
+            # finiteness) on this very minibatch: not checked a second time.
+            reconstruction_targets = output.inputs
+        elif reconstruction_targets.shape != output.inputs.shape:
+            raise ValueError(
+                f"reconstruction_targets must have the inputs' shape {tuple(output.inputs.shape)}, "
+                f"got {tuple(reconstruction_targets.shape)}."
+            )
+        terms = _joint_bound_terms(output, reconstruction_targets, targets).mean(sample_weights)
         self.last_terms = terms
         return terms.negative_elbo + self.classification_weight * terms.classification

@@ -76,6 +76,8 @@ class LVAETemplateMixin:
     Attributes set during training, read by the plugins:
         lvae_output: the full output of the last forward pass.
         mb_sample_weights: per-row loss weights of the current minibatch, or None.
+        mb_reconstruction_targets: the images the reconstruction term scores
+            for the current minibatch, or None (the inputs themselves).
         replay_batch: the teacher's replay appended to this minibatch, or None.
         teacher: the frozen teacher (set by ``TeacherSwapPlugin``), or None.
         loss_terms: the named scalar terms of the current loss, for the guard.
@@ -89,6 +91,7 @@ class LVAETemplateMixin:
             )
         self.lvae_output: Optional[LVAEOutput] = None
         self.mb_sample_weights: Optional[torch.Tensor] = None
+        self.mb_reconstruction_targets: Optional[torch.Tensor] = None
         self.replay_batch = None
         self.teacher: Optional[LifelongVAE] = None
         self.loss_terms: Dict[str, torch.Tensor] = {}
@@ -98,6 +101,7 @@ class LVAETemplateMixin:
         super()._unpack_minibatch()
         # Per-minibatch state: plugins set it again in before_training_iteration.
         self.mb_sample_weights = None
+        self.mb_reconstruction_targets = None
         self.replay_batch = None
 
     def make_train_dataloader(
@@ -147,10 +151,9 @@ class LVAETemplateMixin:
         return self.lvae_output.class_logits
 
     def criterion(self):
-        if self.mb_sample_weights is not None:
-            loss = self._criterion(self.lvae_output, self.mb_y, sample_weights=self.mb_sample_weights)
-        else:
-            loss = self._criterion(self.lvae_output, self.mb_y)
+        # Only what a plugin set is passed, so a criterion without these keywords still works.
+        options = dict(sample_weights=self.mb_sample_weights, reconstruction_targets=self.mb_reconstruction_targets)
+        loss = self._criterion(self.lvae_output, self.mb_y, **{k: v for k, v in options.items() if v is not None})
         terms = getattr(self._criterion, "last_terms", None)
         self.loss_terms = {} if terms is None else {
             "reconstruction": terms.reconstruction,

@@ -1,6 +1,6 @@
 """Generative replay from the teacher, equal shares per distribution (LGM Sec. 4, 4.3)."""
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -25,9 +25,6 @@ class ReplayBatch:
             q_teacher(z_c | x~), for the optional Gaussian consistency term.
         z_continuous, z_discrete: ``[R, continuous_dim]``, ``[R, J_teacher]`` the
             prior latent the teacher decoded into x~ (for decoder distillation).
-        reconstruction_targets: ``[R, *input_shape]`` the tempered images the
-            student's reconstruction term scores on the replayed rows, or None
-            (temperature 1: the target is x~ itself, as in the papers).
     """
 
     num_real: int
@@ -37,7 +34,6 @@ class ReplayBatch:
     teacher_continuous_scale: torch.Tensor
     z_continuous: torch.Tensor
     z_discrete: torch.Tensor
-    reconstruction_targets: Optional[torch.Tensor] = None
 
 
 class TeacherReplayPlugin(SupervisedPlugin):
@@ -69,9 +65,15 @@ class TeacherReplayPlugin(SupervisedPlugin):
           real image is used every epoch and an iteration costs
           ``train_mb_size + replay_size`` rows (about 2x a plain VAE).
 
-        ``after_forward``: with a ``temperature`` other than 1, replace the
-        replayed rows of ``strategy.lvae_output.inputs`` (the reconstruction
-        targets the criterion reads) by the tempered images.
+        With a ``temperature`` other than 1 it also sets
+        ``strategy.mb_reconstruction_targets``: the real images, then the
+        tempered replay.
+
+        ``before_training``: ``"loss_weights"`` and a temperature other than 1
+        hand the criterion per-minibatch inputs that only the LVAE templates
+        pass on (``LifelongVAEStrategy``, ``LVAENaive``, ``LVAECumulative``);
+        under another template they would be ignored without a word, so this
+        raises a ``ValueError`` instead.
 
     Args:
         replay_size: replayed rows per minibatch with ``"loss_weights"``; None
@@ -139,14 +141,16 @@ class TeacherReplayPlugin(SupervisedPlugin):
         else:
             self._append_weighted(strategy, teacher, past)
 
-    def after_forward(self, strategy, **kwargs):
-        replay = getattr(strategy, "replay_batch", None)
-        if replay is None or replay.reconstruction_targets is None:
-            return
-        # The encoder read x~ (the Bernoulli mean); the decoder is scored against the tempered x~.
-        output = strategy.lvae_output
-        targets = torch.cat([output.inputs[: replay.num_real], replay.reconstruction_targets])
-        strategy.lvae_output = replace(output, inputs=targets)
+    def before_training(self, strategy, **kwargs):
+        needs = [name for name, used in (("mb_sample_weights", self.mixing == "loss_weights"),
+                                         ("mb_reconstruction_targets", self.temperature != 1.0)) if used]
+        missing = [name for name in needs if not hasattr(strategy, name)]
+        if missing:
+            raise ValueError(
+                f"TeacherReplayPlugin(mixing={self.mixing!r}, temperature={self.temperature}) sets "
+                f"{', '.join(missing)}, which {type(strategy).__name__}'s criterion would ignore; train with "
+                "LifelongVAEStrategy or LVAENaive, or use mixing='batch_composition' and temperature=1."
+            )
 
     def _compose(self, strategy, teacher, past: int) -> None:
         # The authors' batch: B rows, floor(B k/(k+1)) of them replay, at least one real.
@@ -174,7 +178,6 @@ class TeacherReplayPlugin(SupervisedPlugin):
             z_continuous, z_discrete, components = teacher.sample_latent(replay_size)
             replay_logits = teacher.decode(z_continuous, z_discrete)
             replay_x = torch.sigmoid(replay_logits)
-            tempered = None if self.temperature == 1.0 else torch.sigmoid(replay_logits / self.temperature)
             teacher_loc, teacher_scale, teacher_discrete_logits = teacher.encode(replay_x)
             if self.label_source == "posterior":
                 replay_class_logits = teacher.classify_posterior_mode(teacher_loc, teacher_discrete_logits)
@@ -188,8 +191,10 @@ class TeacherReplayPlugin(SupervisedPlugin):
         strategy.mbatch[0] = torch.cat([x, replay_x])
         strategy.mbatch[1] = targets
         strategy.mbatch[-1] = torch.cat([strategy.mbatch[-1], strategy.mbatch[-1].new_zeros(replay_size)])
+        if self.temperature != 1.0:
+            # The encoder reads x~ (the Bernoulli mean); the decoder is scored against the tempered x~.
+            strategy.mb_reconstruction_targets = torch.cat([x, torch.sigmoid(replay_logits / self.temperature)])
         strategy.replay_batch = ReplayBatch(
-            num_real, components, teacher_discrete_logits, teacher_loc, teacher_scale, z_continuous, z_discrete,
-            tempered,
+            num_real, components, teacher_discrete_logits, teacher_loc, teacher_scale, z_continuous, z_discrete
         )
         return x
