@@ -11,8 +11,8 @@ the torchvision layout::
 
 A dataset is looked for, in this order, in (see :func:`dataset_roots`):
 
-1. the ``dataset_root=`` argument, when given;
-2. ``$LVAE_DATA_DIR``, when set;
+1. the ``dataset_root=`` argument, when given (a folder that does not exist is an error);
+2. ``$LVAE_DATA_DIR``, when set (likewise);
 3. ``shared/datasets`` beside the repository checkout, when that folder exists;
 4. Avalanche's default location for the dataset
    (``default_dataset_location("mnist")`` / ``("fashionmnist")``, i.e.
@@ -94,13 +94,26 @@ def _avalanche_location(name: str) -> Path:
     return Path(default_dataset_location(_AVALANCHE_NAMES[name])).expanduser()
 
 
+def _given_folder(value: Optional[PathLike], what: str, name: str) -> Optional[Path]:
+    """The folder named by ``dataset_root=`` or ``$LVAE_DATA_DIR``; one that does not exist is a mistake."""
+    if value is None or not str(value).strip():
+        return None
+    folder = Path(value).expanduser()
+    if not folder.is_dir():
+        raise DatasetNotFoundError(
+            f"{what}={folder} is not a folder. Point it at a folder holding {name}/raw "
+            f"({', '.join(RAW_FILES)}), or leave it unset to use {ENV_VAR}, shared/datasets beside the "
+            "checkout, or Avalanche's dataset location (downloading there)."
+        )
+    return folder
+
+
 def _candidate_roots(name: str, root: Optional[PathLike]) -> Iterator[Path]:
     """Yield the folders of :func:`dataset_roots`, Avalanche's location last and only when reached."""
     _check_name(name)
-    env = os.environ.get(ENV_VAR, "").strip()
     seen = []
-    for folder in (Path(root).expanduser() if root is not None else None,
-                   Path(env).expanduser() if env else None,
+    for folder in (_given_folder(root, "dataset_root", name),
+                   _given_folder(os.environ.get(ENV_VAR), ENV_VAR, name),
                    _SHARED_DATASETS if _SHARED_DATASETS.is_dir() else None):
         if folder is not None and folder not in seen:
             seen.append(folder)
@@ -117,6 +130,10 @@ def dataset_roots(name: str, root: Optional[PathLike] = None) -> List[Path]:
     beside the checkout (when it exists), and Avalanche's default location for
     ``name``, which is always last: the dataset is downloaded there when no
     folder holds it.
+
+    Raises:
+        DatasetNotFoundError: ``root`` or ``$LVAE_DATA_DIR`` names a folder that
+            does not exist (a mistyped path is reported, not skipped).
     """
     return list(_candidate_roots(name, root))
 
@@ -162,8 +179,9 @@ def require_dataset(name: str, root: Optional[PathLike] = None) -> Path:
 
     Raises:
         ValueError: ``name`` is not one of :data:`DATASET_NAMES`.
-        DatasetNotFoundError: no folder holds the files and the download failed;
-            the one-line message names every folder searched and ``LVAE_DATA_DIR``.
+        DatasetNotFoundError: no folder holds the files and the download failed
+            (the one-line message names every folder searched and ``LVAE_DATA_DIR``),
+            or ``root`` / ``$LVAE_DATA_DIR`` is not a folder.
     """
     roots = []
     for folder in _candidate_roots(name, root):  # Avalanche is imported only if no earlier folder has a copy

@@ -54,9 +54,10 @@ def no_network(monkeypatch):
 
 def _isolate(monkeypatch, tmp_path):
     """Point LVAE_DATA_DIR, the shared folder and Avalanche's location at empty folders under tmp_path."""
+    for folder in ("arg", "env", "shared"):
+        (tmp_path / folder).mkdir()
     monkeypatch.setenv(ENV_VAR, str(tmp_path / "env"))
     monkeypatch.setattr(data_mod, "_SHARED_DATASETS", tmp_path / "shared")
-    (tmp_path / "shared").mkdir()
     monkeypatch.setattr(data_mod, "_avalanche_location", lambda name: tmp_path / "avalanche" / name)
     return tmp_path
 
@@ -135,7 +136,7 @@ def test_local_copy_is_read_without_network(data_root, no_network, monkeypatch, 
     monkeypatch.setattr(tvd.MNIST, "download", no_download)  # FashionMNIST inherits it
     for name in DATASET_NAMES:
         # An empty dataset_root= falls through to the local copy.
-        root = require_dataset(name, tmp_path / "empty")
+        root = require_dataset(name, tmp_path)
         assert root == require_dataset(name) and (root / name / "raw").is_dir()
         # Read by torchvision past the per-process cache, so the files really are opened here.
         x, y = data_mod._load_cached.__wrapped__(name, False, str(root))
@@ -164,6 +165,20 @@ def test_download_goes_to_avalanches_location(data_root, monkeypatch, tmp_path):
     assert require_dataset("FashionMNIST") == target and len(calls) == 1  # found there from now on
     y = data_mod._load_cached.__wrapped__("FashionMNIST", False, str(target))[1]
     assert torch.equal(y, load_tensors("FashionMNIST", False, source)[1])
+
+
+def test_a_given_folder_that_does_not_exist_is_reported(isolated_roots, monkeypatch):
+    tmp = isolated_roots
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_tensors("MNIST", True, tmp / "typo")
+    msg = str(info.value)
+    assert msg.startswith(f"dataset_root={tmp / 'typo'} is not a folder") and "\n" not in msg
+    assert ENV_VAR in msg and "MNIST/raw" in msg
+    monkeypatch.setenv(ENV_VAR, str(tmp / "typo"))
+    with pytest.raises(DatasetNotFoundError, match=f"^{ENV_VAR}=.*typo is not a folder"):
+        require_dataset("FashionMNIST")
+    monkeypatch.setenv(ENV_VAR, "")  # set but empty: not used
+    assert dataset_roots("MNIST") == [tmp / "shared", tmp / "avalanche" / "MNIST"]
 
 
 def test_unknown_dataset_name_is_value_error(tmp_path):
