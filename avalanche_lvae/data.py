@@ -64,8 +64,8 @@ RAW_FILES = (
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-# A checkout may sit next to a ``shared/datasets`` folder holding a copy that
-# several checkouts read: ``<repo root>/../shared/datasets``.
+# The parent folder of a checkout may hold ``shared/datasets``: one copy read by
+# several checkouts of the repository.
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 _SHARED_DATASETS = (_REPO_ROOT / ".." / "shared" / "datasets").resolve()
 
