@@ -100,10 +100,11 @@ def _given_folder(value: Optional[PathLike], what: str, name: str) -> Optional[P
         return None
     folder = Path(value).expanduser()
     if not folder.is_dir():
+        later = ("" if what == ENV_VAR else f"{ENV_VAR}, ") + "shared/datasets beside the checkout"
         raise DatasetNotFoundError(
             f"{what}={folder} is not a folder. Point it at a folder holding {name}/raw "
-            f"({', '.join(RAW_FILES)}), or leave it unset to use {ENV_VAR}, shared/datasets beside the "
-            "checkout, or Avalanche's dataset location (downloading there)."
+            f"({', '.join(RAW_FILES)}), or leave it unset to use {later} or Avalanche's dataset "
+            "location (downloading there)."
         )
     return folder
 
