@@ -1,26 +1,37 @@
-"""Locating and loading the MNIST / FashionMNIST files, never downloading them.
+"""Finding, downloading and loading MNIST / FashionMNIST through torchvision.
 
-The datasets are expected in the torchvision layout::
+The files are read by ``torchvision.datasets.MNIST`` / ``FashionMNIST`` from
+the torchvision layout::
 
-    <root>/MNIST/raw/train-images-idx3-ubyte          (or ...-ubyte.gz)
+    <root>/MNIST/raw/train-images-idx3-ubyte
     <root>/MNIST/raw/train-labels-idx1-ubyte
     <root>/MNIST/raw/t10k-images-idx3-ubyte
     <root>/MNIST/raw/t10k-labels-idx1-ubyte
     <root>/FashionMNIST/raw/... (same four names)
 
-Nothing here downloads: the project runs on machines without internet access
-and the files are shared between checkouts, so a missing file is reported
-with a message that says where it was looked for and how to point the code
-at the right folder (``LVAE_DATA_DIR`` or ``dataset_root=``).
+A dataset is looked for, in this order, in (see :func:`dataset_roots`):
+
+1. the ``dataset_root=`` argument, when given (a folder that does not exist is an error);
+2. ``$LVAE_DATA_DIR``, when set (likewise);
+3. ``shared/datasets`` beside the repository checkout, when that folder exists;
+4. Avalanche's default location for the dataset
+   (``default_dataset_location("mnist")`` / ``("fashionmnist")``, i.e.
+   ``~/.avalanche/data/mnist`` unless changed in ``~/.avalanche/config.json``),
+   the folder Avalanche's own ``SplitMNIST`` / ``SplitFMNIST`` download to.
+
+The first folder that holds the four files is used, without any network
+access. When none does, torchvision downloads the dataset into the last one,
+as every Avalanche benchmark does; if that fails too (e.g. a machine without
+internet), :class:`DatasetNotFoundError` says, in one line, which folders were
+searched and that ``LVAE_DATA_DIR`` (or ``dataset_root=``) can point at a copy.
 """
 
 from __future__ import annotations
 
 import functools
-import gzip
 import os
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import Iterator, List, Optional, Tuple, Union
 
 import torch
 
@@ -28,19 +39,22 @@ __all__ = [
     "DATASET_NAMES",
     "ENV_VAR",
     "RAW_FILES",
+    "DatasetNotFoundError",
+    "dataset_roots",
     "default_dataset_root",
     "require_dataset",
     "load_tensors",
 ]
 
-#: Environment variable that overrides every other dataset location.
+#: Environment variable naming a folder that holds ``MNIST/raw`` / ``FashionMNIST/raw``.
 ENV_VAR = "LVAE_DATA_DIR"
 
-#: Dataset names understood by :func:`require_dataset` and :func:`load_tensors`
-#: (the torchvision class names, hence the folder names).
-DATASET_NAMES = ("MNIST", "FashionMNIST")
+#: Dataset names understood here (the torchvision class names, hence the folder names),
+#: with the folder name Avalanche's benchmarks give each under its dataset location.
+_AVALANCHE_NAMES = {"MNIST": "mnist", "FashionMNIST": "fashionmnist"}
+DATASET_NAMES = tuple(_AVALANCHE_NAMES)
 
-#: The four files torchvision expects in ``<root>/<name>/raw/``.
+#: The four files torchvision reads from ``<root>/<name>/raw/``.
 RAW_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -50,34 +64,18 @@ RAW_FILES = (
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-# The repository root is the parent of the package folder; in this project the
-# shared datasets live next to the checkout, in ``<repo root>/../shared/datasets``.
+# The parent folder of a checkout may hold ``shared/datasets``: one copy read by
+# several checkouts of the repository.
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 _SHARED_DATASETS = (_REPO_ROOT / ".." / "shared" / "datasets").resolve()
 
 
-def default_dataset_root() -> Path:
-    """Return the folder that should hold ``MNIST/raw`` and ``FashionMNIST/raw``.
+class DatasetNotFoundError(FileNotFoundError, RuntimeError):
+    """No local copy of a dataset was found and downloading it failed.
 
-    Resolution order:
-
-    1. ``$LVAE_DATA_DIR`` when set and non-empty (returned even if it does not
-       exist, so that :func:`require_dataset` can report the folder the user
-       asked for instead of silently falling back);
-    2. ``<repo root>/../shared/datasets`` when that folder exists;
-    3. Avalanche's default dataset location (``~/.avalanche/data`` unless
-       changed in ``~/.avalanche/config.json``).
+    A ``FileNotFoundError`` (the files are missing) and a ``RuntimeError``
+    (what torchvision raises for a dataset it cannot find or download).
     """
-    env = os.environ.get(ENV_VAR, "").strip()
-    if env:
-        return Path(env).expanduser()
-    if _SHARED_DATASETS.is_dir():
-        return _SHARED_DATASETS
-    # Imported lazily: importing Avalanche takes seconds and writes its config
-    # file, which callers that set LVAE_DATA_DIR should not pay for.
-    from avalanche.benchmarks.datasets.dataset_utils import default_dataset_location
-
-    return Path(default_dataset_location("")).expanduser()
 
 
 def _check_name(name: str) -> None:
@@ -88,19 +86,93 @@ def _check_name(name: str) -> None:
         )
 
 
-def _resolve_root(root: Optional[PathLike]) -> Path:
-    return default_dataset_root() if root is None else Path(root).expanduser()
+def _avalanche_location(name: str) -> Path:
+    # Imported lazily: importing Avalanche takes seconds, which a caller that
+    # finds its data in an earlier folder should not pay for.
+    from avalanche.benchmarks.datasets.dataset_utils import default_dataset_location
+
+    return Path(default_dataset_location(_AVALANCHE_NAMES[name])).expanduser()
+
+
+def _given_folder(value: Optional[PathLike], what: str, name: str) -> Optional[Path]:
+    """The folder named by ``dataset_root=`` or ``$LVAE_DATA_DIR``; one that does not exist is a mistake."""
+    if value is None or not str(value).strip():
+        return None
+    folder = Path(value).expanduser()
+    if not folder.is_dir():
+        later = ("" if what == ENV_VAR else f"{ENV_VAR}, ") + "shared/datasets beside the checkout"
+        raise DatasetNotFoundError(
+            f"{what}={folder} is not a folder. Point it at a folder holding {name}/raw "
+            f"({', '.join(RAW_FILES)}), or leave it unset to use {later} or Avalanche's dataset "
+            "location (downloading there)."
+        )
+    return folder
+
+
+def _candidate_roots(name: str, root: Optional[PathLike]) -> Iterator[Path]:
+    """Yield the folders of :func:`dataset_roots`, Avalanche's location last and only when reached."""
+    _check_name(name)
+    seen = []
+    for folder in (_given_folder(root, "dataset_root", name),
+                   _given_folder(os.environ.get(ENV_VAR), ENV_VAR, name),
+                   _SHARED_DATASETS if _SHARED_DATASETS.is_dir() else None):
+        if folder is not None and folder not in seen:
+            seen.append(folder)
+            yield folder
+    last = _avalanche_location(name)
+    if last not in seen:
+        yield last
+
+
+def dataset_roots(name: str, root: Optional[PathLike] = None) -> List[Path]:
+    """The folders searched for ``<folder>/<name>/raw``, in order, without duplicates.
+
+    ``root`` (when given), ``$LVAE_DATA_DIR`` (when set), ``shared/datasets``
+    beside the checkout (when it exists), and Avalanche's default location for
+    ``name``, which is always last: the dataset is downloaded there when no
+    folder holds it.
+
+    Raises:
+        DatasetNotFoundError: ``root`` or ``$LVAE_DATA_DIR`` names a folder that
+            does not exist (a mistyped path is reported, not skipped).
+    """
+    return list(_candidate_roots(name, root))
+
+
+def _has_copy(folder: Path, name: str) -> bool:
+    raw = folder / name / "raw"
+    return all((raw / f).is_file() for f in RAW_FILES)
+
+
+def default_dataset_root(name: str = "MNIST") -> Path:
+    """The folder ``name`` is read from when no ``dataset_root`` is given.
+
+    The first folder of :func:`dataset_roots` that holds the four files, else
+    Avalanche's default location (where :func:`require_dataset` downloads it).
+    Never accesses the network.
+    """
+    folder = None
+    for folder in _candidate_roots(name, None):
+        if _has_copy(folder, name):
+            break
+    return folder
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 def require_dataset(name: str, root: Optional[PathLike] = None) -> Path:
-    """Check that ``<root>/<name>/raw`` holds the four MNIST-format files.
+    """Return a folder holding ``<name>/raw``, downloading the dataset if no folder does.
 
-    Each file may be present uncompressed or as ``<file>.gz``.
+    The folders of :func:`dataset_roots` are searched in order; the first that
+    holds the four files of :data:`RAW_FILES` is returned without any network
+    access. Otherwise torchvision downloads the dataset into Avalanche's
+    default location for it, which is returned.
 
     Args:
         name: ``"MNIST"`` or ``"FashionMNIST"``.
-        root: folder holding ``<name>/raw``; ``None`` means
-            :func:`default_dataset_root`.
+        root: a folder to search first (the ``dataset_root=`` of the streams).
 
     Returns:
         The dataset root (the folder that holds ``<name>/raw``), as a ``Path``;
@@ -108,63 +180,41 @@ def require_dataset(name: str, root: Optional[PathLike] = None) -> Path:
 
     Raises:
         ValueError: ``name`` is not one of :data:`DATASET_NAMES`.
-        FileNotFoundError: a file is missing; the message names the folder,
-            the missing files, and how to point the code at the data.
+        DatasetNotFoundError: no folder holds the files and the download failed
+            (the one-line message names every folder searched and ``LVAE_DATA_DIR``),
+            or ``root`` / ``$LVAE_DATA_DIR`` is not a folder.
     """
-    _check_name(name)
-    root_path = _resolve_root(root)
-    raw = root_path / name / "raw"
-    missing = [f for f in RAW_FILES if not (raw / f).is_file() and not (raw / f"{f}.gz").is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{name} files not found: expected {', '.join(missing)} (or the same names "
-            f"with .gz) in {raw}. Datasets are never downloaded. Set the environment "
-            f"variable {ENV_VAR} (or pass dataset_root=) to a folder that holds "
-            "MNIST/raw and FashionMNIST/raw in the torchvision layout."
-        )
-    return root_path
+    roots = []
+    for folder in _candidate_roots(name, root):  # Avalanche is imported only if no earlier folder has a copy
+        if _has_copy(folder, name):
+            return folder
+        roots.append(folder)
+    target = roots[-1]
+    import torchvision.datasets as tvd
 
-
-def _read_idx(path: Path) -> torch.Tensor:
-    """Parse an (optionally gzipped) IDX file of unsigned bytes.
-
-    Only needed when the raw folder holds ``.gz`` files alone, which
-    torchvision will not read with ``download=False``.
-    """
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    magic = int.from_bytes(data[0:4], "big")
-    dtype_code, ndim = magic // 256, magic % 256
-    if dtype_code != 0x08:  # 0x08 = unsigned byte, the only type MNIST uses
-        raise ValueError(f"{path}: unsupported IDX data type 0x{dtype_code:02x}; expected 0x08 (uint8).")
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    offset = 4 * (ndim + 1)
-    # bytearray gives torch.frombuffer a writable buffer (no warning, no copy later).
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8, offset=offset).view(*dims).clone()
+    try:
+        # download=True fetches all four files (train and test) into target/<name>/raw.
+        getattr(tvd, name)(str(target), train=True, download=True)
+    except Exception as error:  # network, disk or checksum failure: all reported the same way
+        tried = ", ".join(str(folder / name / "raw") for folder in roots)
+        raise DatasetNotFoundError(
+            f"{name} not found (searched {tried}) and downloading it to {target / name / 'raw'} failed "
+            f"({type(error).__name__}: {_one_line(error)}). Set the environment variable {ENV_VAR} "
+            f"(or pass dataset_root=) to a folder holding {name}/raw with {', '.join(RAW_FILES)}."
+        ) from None
+    return target
 
 
 @functools.lru_cache(maxsize=16)
 def _load_cached(name: str, train: bool, root: str) -> Tuple[torch.Tensor, torch.Tensor]:
     import torchvision.datasets as tvd
 
-    raw = Path(root) / name / "raw"
-    prefix = "train" if train else "t10k"
-    img_file = raw / f"{prefix}-images-idx3-ubyte"
-    lbl_file = raw / f"{prefix}-labels-idx1-ubyte"
-    if img_file.is_file() and lbl_file.is_file():
-        # torchvision parses the files (and checks them); download=False makes a
-        # missing or corrupt file an error instead of a network access.
-        ds = getattr(tvd, name)(root, train=train, download=False)
-        images, labels = ds.data, ds.targets
-    else:
-        # Only the .gz files exist (require_dataset accepted them).
-        images = _read_idx(img_file.with_name(img_file.name + ".gz"))
-        labels = _read_idx(lbl_file.with_name(lbl_file.name + ".gz"))
+    # download=False: require_dataset has already found or fetched the files.
+    split = getattr(tvd, name)(root, train=train, download=False)
     # Bulk conversion of the whole uint8 array: no per-sample PIL round trip,
     # and pixels land in [0, 1] as a Bernoulli decoder needs (no Normalize).
-    x = images.unsqueeze(1).to(torch.float32).div_(255.0).contiguous()
-    y = labels.to(torch.int64).contiguous()
+    x = split.data.unsqueeze(1).to(torch.float32).div_(255.0).contiguous()
+    y = split.targets.to(torch.int64).contiguous()
     return x, y
 
 
@@ -176,7 +226,7 @@ def load_tensors(
     Args:
         name: ``"MNIST"`` or ``"FashionMNIST"``.
         train: ``True`` for the 60k training split, ``False`` for the 10k test split.
-        root: folder holding ``<name>/raw``; ``None`` means :func:`default_dataset_root`.
+        root: a folder to search first; see :func:`require_dataset`.
 
     Returns:
         ``(images, labels)``: ``float32`` images of shape ``[N, 1, 28, 28]`` with
@@ -187,7 +237,7 @@ def load_tensors(
     clone before modifying them in place.
 
     Raises:
-        ValueError / FileNotFoundError: as :func:`require_dataset`.
+        ValueError / DatasetNotFoundError: as :func:`require_dataset`.
     """
     root_path = require_dataset(name, root)
     # Resolve before caching so that root=None and the equivalent explicit

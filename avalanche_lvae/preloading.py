@@ -4,8 +4,8 @@ Avalanche's training loader fetches every sample through the dataset tree
 (``AvalancheDataset.__getitem__`` -> flat data -> transforms -> task label)
 and collates the minibatch from 256 separate items. For a stream whose data
 are in-memory tensors without transforms (every stream of
-:mod:`avalanche_lvae.streams`) that Python overhead was about a quarter of an
-epoch of the dense LifelongVAE on this 2-core CPU (``benchmarks/speed.py``).
+:mod:`avalanche_lvae.streams`) that Python overhead is a large share of an
+epoch of the dense LifelongVAE (``benchmarks/speed.py`` measures it).
 
 :class:`PreloadedTaskBalancedDataLoader` is Avalanche's own
 ``TaskBalancedDataLoader`` -- same samplers, same ``torch.utils.data.DataLoader``,
@@ -13,8 +13,9 @@ hence the same minibatches in the same order and the same draws from the
 global RNG -- except that its dataset is the experience's data read once into
 tensors, and a minibatch is one indexing operation. (Reading the data is
 one ``DataLoader`` pass, hence one more draw at construction: the LVAE
-templates use that pass in place of the validation pass they made before, so
-a seeded run trains bit-identically with either loader.) It is used only when
+templates validate the data on that pass, and make the same single pass to
+validate them under Avalanche's loader, so a seeded run trains bit-identically
+with either loader.) It is used only when
 :func:`is_tensor_backed` proves that every item is a fixed function of its
 index (``TensorDataset`` leaves, no transform in the active group); any
 dataset with transforms, e.g. random augmentation, keeps Avalanche's loader.
@@ -24,9 +25,12 @@ from collections import defaultdict
 from typing import List
 
 import torch
-from avalanche.benchmarks.utils.data_loader import TaskBalancedDataLoader, _make_data_loader_with_batched_sampler
+from avalanche.benchmarks.utils.data_loader import TaskBalancedDataLoader
 from avalanche.benchmarks.utils.transforms import TupleTransform
 from torch.utils.data import DataLoader, TensorDataset
+
+# Avalanche's private names are looked up there, on use (the module imports nothing at load time).
+from . import avalanche_internals
 
 __all__ = ["is_tensor_backed", "read_tensors", "PreloadedTaskBalancedDataLoader"]
 
@@ -49,16 +53,15 @@ def _group_is_empty(groups, group_name: str) -> bool:
     return isinstance(transform, TupleTransform) and all(t is None for t in transform.transforms)
 
 
-def _flat_is_tensor_backed(flat, group_name: str) -> bool:
-    if isinstance(flat, TensorDataset):
+def _flat_is_tensor_backed(node, group_name: str) -> bool:
+    if isinstance(node, TensorDataset):
         return True
-    children = getattr(flat, "_datasets", None)
-    if children is None:  # a leaf of unknown kind (torchvision dataset, custom): may transform
+    layout = avalanche_internals.flat_data_node(node)
+    if layout is None:  # a leaf of another kind (torchvision dataset, custom): may transform
         return False
-    return (
-        _group_is_empty(getattr(flat, "_transform_groups", None), group_name)
-        and _group_is_empty(getattr(flat, "_frozen_transform_groups", None), group_name)
-        and all(_flat_is_tensor_backed(child, group_name) for child in children)
+    children, groups = layout
+    return all(_group_is_empty(g, group_name) for g in groups) and all(
+        _flat_is_tensor_backed(child, group_name) for child in children
     )
 
 
@@ -68,12 +71,13 @@ def is_tensor_backed(dataset) -> bool:
     That is: all leaves are ``torch.utils.data.TensorDataset`` and no transform
     (plain or frozen) of the dataset's active group is set anywhere in its tree.
     Then reading the items once gives exactly what every epoch would read.
+    Any dataset that is not an ``AvalancheDataset`` gives False.
     """
-    flat = getattr(dataset, "_flat_data", None)
-    groups = getattr(flat, "_transform_groups", None)
-    if flat is None or groups is None:
+    root = avalanche_internals.flat_data(dataset)
+    layout = None if root is None else avalanche_internals.flat_data_node(root)
+    if layout is None or not layout[1]:  # the active group is set on the root's transform groups
         return False
-    return _flat_is_tensor_backed(flat, groups.current_group)
+    return _flat_is_tensor_backed(root, layout[1][0].current_group)
 
 
 def read_tensors(dataset, batch_size: int = _READ_BATCH) -> List[torch.Tensor]:
@@ -96,7 +100,7 @@ def _already_collated(batch):
     return batch
 
 
-class PreloadedTaskBalancedDataLoader(TaskBalancedDataLoader):
+class PreloadedTaskBalancedDataLoader(avalanche_internals.BatchSamplerLoaderHook, TaskBalancedDataLoader):
     """Avalanche's ``TaskBalancedDataLoader`` over data read once into tensors.
 
     Takes the same arguments. The per-task datasets Avalanche builds are read
@@ -118,6 +122,7 @@ class PreloadedTaskBalancedDataLoader(TaskBalancedDataLoader):
         per_task = [read_tensors(task_data) for task_data in self.datasets]
         self.tensors = [torch.cat(field) for field in zip(*per_task)]
 
-    def _make_pytorch_loader(self, datasets, batch_sampler):
+    def make_pytorch_loader(self, batch_sampler):
+        """The epoch's loader: Avalanche's batch sampler over the pre-loaded tensors."""
         args = dict(self.loader_kwargs, collate_fn=_already_collated)
-        return _make_data_loader_with_batched_sampler(_IndexedTensors(*self.tensors), batch_sampler, args)
+        return avalanche_internals.loader_from_batch_sampler(_IndexedTensors(*self.tensors), batch_sampler, args)

@@ -24,6 +24,7 @@ import torch
 from avalanche.training.supervised import Cumulative, Naive
 from torch.utils.data import DataLoader
 
+from . import avalanche_internals
 from .losses import JointBoundLoss
 from .models import LifelongVAE, LVAEOutput
 from .preloading import PreloadedTaskBalancedDataLoader, is_tensor_backed
@@ -134,7 +135,7 @@ class LVAETemplateMixin:
         self.dataloader = PreloadedTaskBalancedDataLoader(
             data,
             oversample_small_groups=True,
-            **self._obtain_common_dataloader_parameters(batch_size=self.train_mb_size, **loader_args),
+            **avalanche_internals.common_dataloader_parameters(self, batch_size=self.train_mb_size, **loader_args),
         )
         _check_batch(self.dataloader.tensors, self.model, self.experience)
 

@@ -1,20 +1,20 @@
 """Shared pytest fixtures.
 
-The datasets are never downloaded: ``data_root`` points at the folder holding
-``MNIST/raw`` and ``FashionMNIST/raw`` (``$LVAE_DATA_DIR`` or
-``../shared/datasets``) and fails with the loader's explanatory
-``FileNotFoundError`` when the files are missing, instead of skipping.
+``data_root`` is found the way the package finds its data
+(:func:`avalanche_lvae.data.require_dataset`: ``$LVAE_DATA_DIR``, a
+``shared/datasets`` folder beside the checkout, Avalanche's dataset location,
+downloading there when no copy exists); a machine without a copy and without
+internet fails with the loader's one-line ``DatasetNotFoundError`` instead of
+skipping.
 """
 
 import pytest
 
-from avalanche_lvae.data import default_dataset_root, require_dataset
+from avalanche_lvae.data import require_dataset
 
 
 @pytest.fixture(scope="session")
 def data_root():
-    """The dataset root, checked to hold both MNIST and FashionMNIST."""
-    root = default_dataset_root()
-    require_dataset("MNIST", root)
-    require_dataset("FashionMNIST", root)
-    return root
+    """The folder MNIST is read from; FashionMNIST is checked to be available too."""
+    require_dataset("FashionMNIST")
+    return require_dataset("MNIST")

@@ -4,7 +4,6 @@ Streams are built with small ``max_*_per_experience`` caps where the full size
 is not the point, so the whole file runs in well under a minute on 2 cores.
 """
 
-import gzip
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,16 @@ import torch
 from torch import nn
 
 from avalanche_lvae import data as data_mod
-from avalanche_lvae.data import ENV_VAR, RAW_FILES, default_dataset_root, load_tensors, require_dataset
+from avalanche_lvae.data import (
+    DATASET_NAMES,
+    ENV_VAR,
+    RAW_FILES,
+    DatasetNotFoundError,
+    dataset_roots,
+    default_dataset_root,
+    load_tensors,
+    require_dataset,
+)
 from avalanche_lvae.streams import (
     experience_tensors,
     mnist_fashion_permuted,
@@ -32,75 +40,150 @@ def _check_pixels(x):
 
 
 # --------------------------------------------------------------------------- data.py
-def test_default_root_honours_env(monkeypatch, tmp_path):
-    monkeypatch.setenv(ENV_VAR, str(tmp_path))
-    assert default_dataset_root() == tmp_path
+@pytest.fixture
+def no_network(monkeypatch):
+    """Every socket connection (and name lookup) fails, as on a machine without internet."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise OSError("network access blocked by the test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
-def test_default_root_finds_shared_datasets(monkeypatch, tmp_path):
-    monkeypatch.delenv(ENV_VAR, raising=False)
-    # The default is <repo root>/../shared/datasets ...
-    assert data_mod._SHARED_DATASETS == (REPO_ROOT / ".." / "shared" / "datasets").resolve()
-    # ... used whenever that folder exists (checked with a stand-in, so the test
-    # does not depend on where this checkout lives).
-    monkeypatch.setattr(data_mod, "_SHARED_DATASETS", tmp_path)
-    assert default_dataset_root() == tmp_path
+def _isolate(monkeypatch, tmp_path):
+    """Point LVAE_DATA_DIR, the shared folder and Avalanche's location at empty folders under tmp_path."""
+    for folder in ("arg", "env", "shared"):
+        (tmp_path / folder).mkdir()
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "env"))
+    monkeypatch.setattr(data_mod, "_SHARED_DATASETS", tmp_path / "shared")
+    monkeypatch.setattr(data_mod, "_avalanche_location", lambda name: tmp_path / "avalanche" / name)
+    return tmp_path
 
 
-def test_default_root_falls_back_to_avalanche(monkeypatch, tmp_path):
+@pytest.fixture
+def isolated_roots(monkeypatch, tmp_path):
+    return _isolate(monkeypatch, tmp_path)
+
+
+def _fake_copy(root, name, files=RAW_FILES):
+    raw = root / name / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        (raw / f).write_bytes(b"")
+
+
+def test_search_order_and_defaults(isolated_roots, monkeypatch):
+    tmp = isolated_roots
+    assert dataset_roots("MNIST", tmp / "arg") == [tmp / "arg", tmp / "env", tmp / "shared", tmp / "avalanche" / "MNIST"]
+    assert dataset_roots("MNIST", tmp / "env") == [tmp / "env", tmp / "shared", tmp / "avalanche" / "MNIST"]
+    monkeypatch.delenv(ENV_VAR)
+    (tmp / "shared").rmdir()  # the shared folder is searched only when it exists
+    assert dataset_roots("FashionMNIST") == [tmp / "avalanche" / "FashionMNIST"]
+    # No copy anywhere: the default root is where the dataset would be downloaded.
+    assert default_dataset_root("MNIST") == tmp / "avalanche" / "MNIST"
+
+
+def test_default_locations_are_the_checkouts_and_avalanches():
     from avalanche.benchmarks.datasets.dataset_utils import default_dataset_location
 
-    monkeypatch.delenv(ENV_VAR, raising=False)
-    monkeypatch.setattr(data_mod, "_SHARED_DATASETS", tmp_path / "does-not-exist")
-    assert default_dataset_root() == Path(default_dataset_location("")).expanduser()
+    assert data_mod._SHARED_DATASETS == (REPO_ROOT / ".." / "shared" / "datasets").resolve()
+    # The folders Avalanche's own SplitMNIST / SplitFMNIST download to, so one download serves both.
+    assert data_mod._avalanche_location("MNIST") == Path(default_dataset_location("mnist")).expanduser()
+    assert data_mod._avalanche_location("FashionMNIST") == Path(default_dataset_location("fashionmnist")).expanduser()
 
 
-def test_missing_dataset_error_names_folder_and_env(tmp_path):
-    with pytest.raises(FileNotFoundError) as info:
-        require_dataset("MNIST", tmp_path)
+def test_first_folder_with_a_complete_copy_is_used(isolated_roots, no_network):
+    tmp = isolated_roots
+    _fake_copy(tmp / "arg", "MNIST", RAW_FILES[:3])  # incomplete: skipped
+    _fake_copy(tmp / "shared", "MNIST")
+    _fake_copy(tmp / "avalanche" / "MNIST", "MNIST")
+    assert require_dataset("MNIST", tmp / "arg") == tmp / "shared"
+    assert default_dataset_root("MNIST") == tmp / "shared"
+    _fake_copy(tmp / "env", "MNIST")
+    assert require_dataset("MNIST", tmp / "arg") == tmp / "env"
+    _fake_copy(tmp / "arg", "MNIST")
+    assert require_dataset("MNIST", tmp / "arg") == tmp / "arg"
+
+
+def test_missing_dataset_offline_gives_one_line_error(isolated_roots, no_network):
+    tmp = isolated_roots
+    _fake_copy(tmp / "arg", "MNIST", RAW_FILES[:1])
+    with pytest.raises(DatasetNotFoundError) as info:
+        require_dataset("MNIST", tmp / "arg")
+    assert isinstance(info.value, RuntimeError) and isinstance(info.value, FileNotFoundError)
     msg = str(info.value)
-    assert str(tmp_path / "MNIST" / "raw") in msg
-    assert ENV_VAR in msg and "dataset_root" in msg
-    assert all(f in msg for f in RAW_FILES)
-
-
-def test_streams_report_missing_data_via_env(monkeypatch, tmp_path):
-    (tmp_path / "MNIST" / "raw").mkdir(parents=True)
-    (tmp_path / "MNIST" / "raw" / RAW_FILES[0]).write_bytes(b"")
-    monkeypatch.setenv(ENV_VAR, str(tmp_path))
-    with pytest.raises(FileNotFoundError) as info:
+    assert "\n" not in msg and info.value.__cause__ is None and info.value.__suppress_context__
+    for folder in ("arg", "env", "shared", "avalanche/MNIST"):
+        assert str(tmp / folder / "MNIST" / "raw") in msg
+    assert ENV_VAR in msg and "dataset_root=" in msg and all(f in msg for f in RAW_FILES)
+    assert "network access blocked by the test" in msg  # torchvision tried to download, and failed
+    # The streams report it the same way.
+    with pytest.raises(DatasetNotFoundError, match=ENV_VAR) as info:
         permuted_mnist(n_experiences=2)
+    assert str(tmp / "env" / "MNIST" / "raw") in str(info.value)
+    with pytest.raises(DatasetNotFoundError, match="FashionMNIST"):
+        split_fmnist(dataset_root=tmp / "arg")
+
+
+def test_local_copy_is_read_without_network(data_root, no_network, monkeypatch, tmp_path):
+    import torchvision.datasets as tvd
+
+    def no_download(self):
+        raise AssertionError("torchvision's download was called although a local copy exists")
+
+    monkeypatch.setattr(tvd.MNIST, "download", no_download)  # FashionMNIST inherits it
+    for name in DATASET_NAMES:
+        # An empty dataset_root= falls through to the local copy.
+        root = require_dataset(name, tmp_path)
+        assert root == require_dataset(name) and (root / name / "raw").is_dir()
+        # Read by torchvision past the per-process cache, so the files really are opened here.
+        x, y = data_mod._load_cached.__wrapped__(name, False, str(root))
+        assert x.shape == (10000, 1, 28, 28) and y.shape == (10000,) and y.dtype == torch.int64
+        _check_pixels(x)
+        assert torch.equal(y, getattr(tvd, name)(str(root), train=False).targets)
+
+
+def test_download_goes_to_avalanches_location(data_root, monkeypatch, tmp_path):
+    import shutil
+
+    import torchvision.datasets as tvd
+
+    source = require_dataset("FashionMNIST")
+    tmp = _isolate(monkeypatch, tmp_path)
+    calls = []
+
+    def fake_download(self):  # stands in for the network: copies the local files where torchvision would write
+        calls.append(self.raw_folder)
+        shutil.copytree(source / type(self).__name__ / "raw", self.raw_folder, dirs_exist_ok=True)
+
+    monkeypatch.setattr(tvd.MNIST, "download", fake_download)
+    target = tmp / "avalanche" / "FashionMNIST"
+    assert require_dataset("FashionMNIST") == target
+    assert calls == [str(target / "FashionMNIST" / "raw")]
+    assert require_dataset("FashionMNIST") == target and len(calls) == 1  # found there from now on
+    y = data_mod._load_cached.__wrapped__("FashionMNIST", False, str(target))[1]
+    assert torch.equal(y, load_tensors("FashionMNIST", False, source)[1])
+
+
+def test_a_given_folder_that_does_not_exist_is_reported(isolated_roots, monkeypatch):
+    tmp = isolated_roots
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_tensors("MNIST", True, tmp / "typo")
     msg = str(info.value)
-    assert str(tmp_path / "MNIST" / "raw") in msg and ENV_VAR in msg
-    assert RAW_FILES[0] + "," not in msg  # the present file is not reported missing
-    with pytest.raises(FileNotFoundError, match="FashionMNIST"):
-        split_fmnist(dataset_root=tmp_path)
+    assert msg.startswith(f"dataset_root={tmp / 'typo'} is not a folder") and "\n" not in msg
+    assert ENV_VAR in msg and "MNIST/raw" in msg
+    monkeypatch.setenv(ENV_VAR, str(tmp / "typo"))
+    with pytest.raises(DatasetNotFoundError, match=f"^{ENV_VAR}=.*typo is not a folder"):
+        require_dataset("FashionMNIST")
+    monkeypatch.setenv(ENV_VAR, "")  # set but empty: not used
+    assert dataset_roots("MNIST") == [tmp / "shared", tmp / "avalanche" / "MNIST"]
 
 
 def test_unknown_dataset_name_is_value_error(tmp_path):
     with pytest.raises(ValueError, match="MNIST"):
         require_dataset("mnist", tmp_path)
-
-
-def _write_idx_gz(path, array):
-    header = bytes([0, 0, 0x08, array.dim()]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.numpy().tobytes())
-
-
-def test_gz_only_raw_folder_is_accepted(tmp_path):
-    raw = tmp_path / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True)
-    images = torch.randint(0, 256, (3, 28, 28), dtype=torch.uint8)
-    labels = torch.tensor([3, 0, 9], dtype=torch.uint8)
-    for prefix in ("train", "t10k"):
-        _write_idx_gz(raw / f"{prefix}-images-idx3-ubyte.gz", images)
-        _write_idx_gz(raw / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    assert require_dataset("FashionMNIST", tmp_path) == tmp_path
-    x, y = load_tensors("FashionMNIST", False, tmp_path)
-    assert x.shape == (3, 1, 28, 28) and y.dtype == torch.int64
-    assert torch.allclose(x[:, 0] * 255, images.float())
-    assert y.tolist() == [3, 0, 9]
 
 
 def test_load_tensors_full_split(data_root):
@@ -169,7 +252,8 @@ def test_split_fmnist_default_matches_avalanche_class_order(data_root):
 
     bm = split_fmnist()
     assert len(bm.train_stream) == 10 and len(bm.test_stream) == 10
-    ref = SplitFMNIST(10, seed=0, dataset_root=data_root, train_transform=ToTensor(), eval_transform=ToTensor())
+    ref = SplitFMNIST(10, seed=0, dataset_root=require_dataset("FashionMNIST"), train_transform=ToTensor(),
+                      eval_transform=ToTensor())
     assert bm.classes_order == ref.classes_order
     seen = []
     for train_exp, test_exp in zip(bm.train_stream, bm.test_stream):
