@@ -1,4 +1,4 @@
-"""Generative metrics as Avalanche plugin metrics (METHOD.md §5).
+"""Generative metrics as Avalanche plugin metrics (docs/method.md).
 
 Every metric is an Avalanche ``PluginMetric``: pass the lists returned by the
 ``*_metrics`` helpers to an ``EvaluationPlugin``; the values appear in the

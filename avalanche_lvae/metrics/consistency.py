@@ -1,4 +1,4 @@
-"""Posterior consistency between student and teacher, as a plugin metric (METHOD.md §8).
+"""Posterior consistency between student and teacher, as a plugin metric (docs/method.md).
 
 The authors also report how often the student still assigns a past
 distribution's images to the same discrete component as the teacher did:
