@@ -12,7 +12,7 @@ from typing import List
 from avalanche.evaluation import GenericPluginMetric
 from avalanche.evaluation.metrics.mean import Mean
 
-from ._utils import evaluation_mode, require_lifelong_vae, trained_experience_index
+from .utils import evaluation_mode, require_lifelong_vae, trained_experience_index
 
 __all__ = ["ZdConsistencyPluginMetric", "consistency_metrics"]
 

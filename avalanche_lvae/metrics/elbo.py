@@ -19,7 +19,7 @@ from torch.distributions import Bernoulli, Normal, OneHotCategorical
 from ..losses import negative_joint_bound
 from ..models import LifelongVAE
 from ..validation import check_positive_int
-from ._utils import evaluation_mode, require_lifelong_vae
+from .utils import evaluation_mode, require_lifelong_vae
 
 __all__ = [
     "negative_elbo",

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..models import LifelongVAE
 from ..validation import check_positive_int
-from ._utils import evaluation_mode, generate, require_generator
+from .utils import evaluation_mode, generate, require_generator
 
 __all__ = [
     "feature_statistics",
