@@ -1,7 +1,9 @@
-"""LifelongVAEStrategy and its plugins: swap semantics, replay, consistency, validation."""
+"""LifelongVAEStrategy end to end: swap semantics, switching terms off, forgetting, Avalanche integration, validation.
+
+The plugins one by one: test_plugins.py.
+"""
 
 import gc
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,13 +16,11 @@ from avalanche.training.plugins import EvaluationPlugin
 
 from avalanche_lvae import JointBoundLoss, LifelongVAE, LifelongVAEStrategy, LVAENaive, NonFiniteLossError
 from avalanche_lvae.plugins import (
-    ComponentPriorPlugin,
     InformationRestrictionPlugin,
     PosteriorConsistencyPlugin,
     TeacherReplayPlugin,
     TeacherSwapPlugin,
 )
-from avalanche_lvae.plugins.component_prior import aggregate_posterior_moments
 from avalanche_lvae.streams import _benchmark_from_tensors, permuted_mnist
 
 HIDDEN = 64
@@ -102,119 +102,6 @@ def test_teacher_swap_semantics_and_replay_shares(small_stream):
     assert [len(c) for k, c in recorder.replay_components if k == 1][0] == 32
 
 
-def test_teacher_replay_is_generated_and_labelled_by_the_teacher():
-    torch.manual_seed(0)
-    teacher = LifelongVAE(hidden_dim=HIDDEN, discrete_dim=3).eval()
-    strategy = SimpleNamespace(
-        teacher=teacher, train_mb_size=12, past_distributions=3,
-        mbatch=[torch.rand(4, 1, 28, 28), torch.tensor([1, 2, 3, 4]), torch.zeros(4, dtype=torch.long)],
-    )
-    torch.manual_seed(7)
-    TeacherReplayPlugin(mixing="loss_weights").before_training_iteration(strategy)
-    torch.manual_seed(7)
-    z_c, z_d, components = teacher.sample_latent(12)
-    with torch.no_grad():
-        expected_x = torch.sigmoid(teacher.decode(z_c, z_d))
-        expected_labels = teacher.classify(z_c, z_d).softmax(-1)
-    x, y, t = strategy.mbatch
-    assert torch.equal(x[4:], expected_x) and torch.allclose(y[4:], expected_labels)
-    assert torch.equal(y[:4].argmax(-1), torch.tensor([1, 2, 3, 4])) and t.shape == (16,)
-    assert torch.equal(strategy.replay_batch.components, components)
-    assert torch.bincount(components).tolist() == [4, 4, 4]
-    # pi = 1/(k+1): the current distribution and each past one weigh the same.
-    w = strategy.mb_sample_weights
-    assert w[:4].sum().item() == pytest.approx(0.25) and w[4:].sum().item() == pytest.approx(0.75)
-    # Hard labels are the teacher's argmax.
-    strategy.mbatch = [torch.rand(4, 1, 28, 28), torch.tensor([1, 2, 3, 4]), torch.zeros(4, dtype=torch.long)]
-    torch.manual_seed(7)
-    TeacherReplayPlugin(soft_labels=False, mixing="loss_weights").before_training_iteration(strategy)
-    assert torch.equal(strategy.mbatch[1][4:], expected_labels.argmax(-1))
-    # label_source="posterior": the teacher classifies x~ as it classifies a real image at test time.
-    strategy.mbatch = [torch.rand(4, 1, 28, 28), torch.tensor([1, 2, 3, 4]), torch.zeros(4, dtype=torch.long)]
-    torch.manual_seed(7)
-    TeacherReplayPlugin(label_source="posterior", mixing="loss_weights").before_training_iteration(strategy)
-    with torch.no_grad():
-        test_time_labels = teacher(expected_x).class_logits.softmax(-1)
-    assert torch.allclose(strategy.mbatch[1][4:], test_time_labels)
-    assert not torch.allclose(test_time_labels, expected_labels)
-    with pytest.raises(ValueError, match="label_source must be one of"):
-        TeacherReplayPlugin(label_source="decoder")
-
-
-def test_replay_temperature_sharpens_only_the_reconstruction_target():
-    # The encoder reads x~ = sigmoid(logits), the papers' Bernoulli mean, at any
-    # temperature T; the reconstruction term of the replayed rows is scored
-    # against sigmoid(logits / T), which T < 1 moves away from 0.5 (sharper):
-    # the plugin hands those targets to the criterion as mb_reconstruction_targets.
-    torch.manual_seed(0)
-    teacher = LifelongVAE(hidden_dim=HIDDEN, discrete_dim=2).eval()
-    real_x = torch.rand(8, 1, 28, 28)
-
-    def replay(**kwargs):
-        strategy = SimpleNamespace(
-            teacher=teacher, train_mb_size=8, past_distributions=2, mb_sample_weights=None,
-            mbatch=[real_x, torch.arange(8), torch.zeros(8, dtype=torch.long)],
-        )
-        torch.manual_seed(3)
-        plugin = TeacherReplayPlugin(**kwargs)
-        plugin.before_training_iteration(strategy)
-        return plugin, strategy
-
-    _, plain = replay()
-    _, tempered = replay(temperature=0.5)
-    r = plain.replay_batch
-    with torch.no_grad():
-        logits = teacher.decode(r.z_continuous, r.z_discrete)
-    assert getattr(plain, "mb_reconstruction_targets", None) is None
-    assert getattr(replay(temperature=1.0)[1], "mb_reconstruction_targets", None) is None
-    for part in range(3):  # same images, labels and task labels whatever T
-        assert torch.equal(tempered.mbatch[part], plain.mbatch[part])
-    assert torch.equal(tempered.mbatch[0][r.num_real:], torch.sigmoid(logits))
-    assert torch.equal(tempered.replay_batch.teacher_discrete_logits, r.teacher_discrete_logits)
-    # The criterion's targets: the real rows unchanged, the replayed rows sharpened.
-    recon_targets = tempered.mb_reconstruction_targets
-    assert torch.equal(recon_targets[: r.num_real], real_x[: r.num_real])
-    sharp = recon_targets[r.num_real:]
-    assert torch.allclose(sharp, torch.sigmoid(logits / 0.5))
-    assert ((sharp - 0.5).abs() >= (torch.sigmoid(logits) - 0.5).abs()).all()
-    output = teacher(tempered.mbatch[0])
-    loss = JointBoundLoss()
-    assert loss(output, tempered.mbatch[1], reconstruction_targets=recon_targets) != loss(output, tempered.mbatch[1])
-    with pytest.raises(ValueError, match="reconstruction_targets must have the inputs' shape"):
-        loss(output, tempered.mbatch[1], reconstruction_targets=sharp)
-    for bad in (0, -1.0, float("inf"), "0.5"):
-        with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
-            TeacherReplayPlugin(temperature=bad)
-
-
-def test_batch_composition_keeps_the_minibatch_size_with_equal_shares():
-    torch.manual_seed(0)
-    teacher = LifelongVAE(hidden_dim=HIDDEN, discrete_dim=3).eval()
-    real_x, real_y = torch.rand(16, 1, 28, 28), torch.arange(16) % 10
-    strategy = SimpleNamespace(
-        teacher=teacher, train_mb_size=16, past_distributions=3, mb_sample_weights=None,
-        mbatch=[real_x, real_y, torch.zeros(16, dtype=torch.long)],
-    )
-    TeacherReplayPlugin(mixing="batch_composition").before_training_iteration(strategy)
-    x, y, t = strategy.mbatch
-    # B = 16 rows stay 16: floor(16 * 3/4) = 12 replayed, the first 4 real rows kept.
-    assert x.shape[0] == y.shape[0] == t.shape[0] == 16
-    assert torch.equal(x[:4], real_x[:4]) and torch.equal(y[:4].argmax(-1), real_y[:4])
-    assert strategy.replay_batch.num_real == 4
-    # Four rows per distribution, current and each of the three past ones: a plain mean is fair.
-    assert torch.bincount(strategy.replay_batch.components).tolist() == [4, 4, 4]
-    assert strategy.mb_sample_weights is None
-    # At least one real row stays, however many distributions were seen.
-    strategy.mbatch = [torch.rand(2, 1, 28, 28), torch.tensor([1, 2]), torch.zeros(2, dtype=torch.long)]
-    strategy.past_distributions = 9
-    TeacherReplayPlugin(mixing="batch_composition").before_training_iteration(strategy)
-    assert strategy.replay_batch.num_real == 1 and strategy.mbatch[0].shape[0] == 2
-    with pytest.raises(ValueError, match="mixing must be one of"):
-        TeacherReplayPlugin(mixing="interleave")
-    with pytest.raises(ValueError, match="replay_size only applies"):
-        TeacherReplayPlugin(replay_size=8, mixing="batch_composition")
-
-
 @pytest.mark.parametrize(
     "kwargs, absent_term, grows, replays",
     [
@@ -240,61 +127,6 @@ def test_each_plugin_can_be_disabled(small_stream, kwargs, absent_term, grows, r
     assert ({"consistency", "information"} - {absent_term}) <= seen_terms or not replays
     assert strategy.model.discrete_dim == (2 if grows else 1)
     assert (True in replayed) == replays
-
-
-def _student_with_replay(num_real=3, replay_size=6):
-    """A grown student and a strategy namespace whose minibatch holds real rows then teacher replay."""
-    torch.manual_seed(0)
-    teacher = LifelongVAE(hidden_dim=HIDDEN, discrete_dim=2).eval()
-    student = LifelongVAE(hidden_dim=HIDDEN, discrete_dim=2)
-    student.grow_discrete(1)
-    strategy = SimpleNamespace(
-        teacher=teacher, model=student, train_mb_size=replay_size, past_distributions=2,
-        mbatch=[torch.rand(num_real, 1, 28, 28), torch.arange(num_real), torch.zeros(num_real, dtype=torch.long)],
-        loss=torch.tensor(0.0),
-    )
-    TeacherReplayPlugin(mixing="loss_weights").before_training_iteration(strategy)
-    strategy.lvae_output = student(strategy.mbatch[0])
-    return strategy
-
-
-def test_aggregate_posterior_moments_match_the_gaussian_mixture():
-    from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
-
-    torch.manual_seed(0)
-    loc, scale = torch.randn(50, 4), torch.rand(50, 4) + 0.1
-    mean, covariance = aggregate_posterior_moments(loc, scale)
-    mixture = MixtureSameFamily(Categorical(logits=torch.zeros(50)), Independent(Normal(loc, scale), 1))
-    assert torch.allclose(mean, mixture.mean, atol=1e-6)
-    # torch's mixture variance uses the population (1/N) covariance of the means.
-    population = covariance - (loc - mean).T @ (loc - mean) / 49 + (loc - mean).T @ (loc - mean) / 50
-    assert torch.allclose(population.diagonal(), mixture.variance, atol=1e-5)
-    assert torch.allclose(covariance, covariance.T)
-
-
-def test_fitted_component_prior_fits_every_seen_distribution_without_touching_the_rng(small_stream):
-    fitted_after = []
-
-    class AfterFit(SupervisedPlugin):
-        def after_training_exp(self, strategy, **kw):
-            fitted_after.append(strategy.model.component_loc.clone())
-
-    strategy = _strategy(component_prior="fitted", plugins=[AfterFit()])
-    for exp in small_stream.train_stream:
-        strategy.train(exp)
-    # After experience k, components 0..k all carry a fitted (non-standard) prior.
-    for k, loc in enumerate(fitted_after):
-        assert loc.shape == (k + 1, 14) and (loc.abs().sum(1) > 0).all()
-    # The teacher of the last experience is the student after experience 1, prior included.
-    assert torch.equal(strategy.teacher.component_loc, fitted_after[1])
-    # Refitting draws teacher samples in a forked RNG: the training stream is unchanged.
-    strategy.experience = small_stream.train_stream[2]  # Avalanche clears it after train()
-    state = torch.get_rng_state()
-    ComponentPriorPlugin(n_samples=64).after_training_exp(strategy)
-    assert torch.equal(torch.get_rng_state(), state)
-    assert strategy.model.training
-    with pytest.raises(ValueError, match="component_prior"):
-        _strategy(component_prior="gaussian")
 
 
 def test_strategy_trains_with_batch_composition_and_the_optional_terms(small_stream):
