@@ -40,7 +40,9 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
             for the lifelong model).
         optimizer: its optimizer; its state is reset at every teacher swap.
         criterion: defaults to :class:`~avalanche_lvae.losses.JointBoundLoss`.
-        consistency_weight: weight of the consistency KL (default 1.0; 0 = off).
+        consistency_weight: weight of the consistency KL (default 1.0; 0 = off);
+            each replayed row carries the weight it has in the ELBO
+            (:class:`~avalanche_lvae.plugins.PosteriorConsistencyPlugin`).
         info_weight: lambda of LGM Eq. 10 for L_I (default 0.01; 0 = off).
         replay: generate teacher replay for past distributions (default True).
             Without replay there are no x~ and the consistency term is inactive.

@@ -172,18 +172,20 @@ def test_lifelong_strategy_forgets_less_than_naive(data_root):
         ("lvae_loss_weights", LifelongVAEStrategy, 1, dict(replay_mixing="loss_weights")),
         ("naive", LVAENaive, 3, {}),
     ]:
-        RNGManager.set_random_seeds(0)
-        model = LifelongVAE(discrete_dim=discrete_dim, hidden_dim=256)
-        strategy = cls(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3), train_mb_size=128,
-                       train_epochs=3, eval_mb_size=500,
-                       evaluator=EvaluationPlugin(accuracy_metrics(experience=True), loggers=[]), **options)
-        for exp in stream.train_stream:
-            strategy.train(exp)
-        results = strategy.eval(stream.test_stream[:1])
-        first_task_accuracy[name] = results["Top1_Acc_Exp/eval_phase/test_stream/Task000/Exp000"]
-    # Measured with this seed, first task after three: lvae 0.216 (batch composition, which trains on
-    # 1/(k+1) of each experience per epoch), 0.290 with loss weights, naive 0.152. Seeds 1 and 2 gave
-    # 0.292 / 0.312 / 0.104 and 0.372 / 0.406 / 0.166.
+        accuracies = []
+        for seed in (0, 1):  # one seed's first-task accuracy varies by about +-0.1
+            RNGManager.set_random_seeds(seed)
+            model = LifelongVAE(discrete_dim=discrete_dim, hidden_dim=256)
+            strategy = cls(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3), train_mb_size=128,
+                           train_epochs=3, eval_mb_size=500,
+                           evaluator=EvaluationPlugin(accuracy_metrics(experience=True), loggers=[]), **options)
+            for exp in stream.train_stream:
+                strategy.train(exp)
+            results = strategy.eval(stream.test_stream[:1])
+            accuracies.append(results["Top1_Acc_Exp/eval_phase/test_stream/Task000/Exp000"])
+        first_task_accuracy[name] = sum(accuracies) / len(accuracies)
+    # Measured, first task after three, seeds 0 and 1: lvae 0.162 and 0.270 (batch composition, which
+    # trains on 1/(k+1) of each experience per epoch), naive 0.152 and 0.104 (seed 2: lvae 0.380, naive 0.166).
     assert first_task_accuracy["lvae"] > first_task_accuracy["naive"] + 0.05, first_task_accuracy
     assert first_task_accuracy["lvae_loss_weights"] > first_task_accuracy["naive"] + 0.08, first_task_accuracy
 
