@@ -209,11 +209,13 @@ def frozen_batchnorm_statistics(model: nn.Module) -> Iterator[None]:
     The flags are restored on exit, also after an error.
 
     Why this way: the running statistics are what evaluation and the teacher
-    (a copy of the student) normalise with, so they must describe the real
-    minibatches only, not generated images (L_I's prior samples). Putting the
-    modules in eval mode instead would change the pass itself (normalising
-    with running statistics), and saving and restoring the buffers would
-    still let the pass write them in between.
+    (a copy of the student) normalise with, so they must describe the
+    minibatches the student trains on, not an extra pass over generated
+    images (L_I's prior samples). Eval mode instead would change the pass
+    itself (normalising with running statistics); momentum 0 would still
+    count ``num_batches_tracked`` and turn a NaN batch statistic into NaN
+    buffers (0 * NaN); saving and restoring the buffers copies them on every
+    pass. Switching tracking off touches nothing and changes nothing else.
     """
     modules = [m for m in model.modules() if isinstance(m, _BatchNorm)]
     flags = [m.track_running_stats for m in modules]
@@ -231,10 +233,10 @@ def information_restriction(model: LifelongVAE, n: int, component: Optional[int]
 
     Draws z = [z_c, z_d] from the prior (z_d spread evenly over the components
     unless ``component`` is given), decodes the Bernoulli mean x^, re-encodes
-    it and scores the z_c that produced it. The pass does not update
-    BatchNorm running statistics (:func:`frozen_batchnorm_statistics`). Minimising lambda * L_I restricts
+    it and scores the z_c that produced it. Minimising lambda * L_I restricts
     the information z_c carries about the generated image, so the decoder must
-    use z_d to tell the distributions apart (LGM Sec. 4.4).
+    use z_d to tell the distributions apart (LGM Sec. 4.4). The passes leave
+    BatchNorm's running statistics alone (:func:`frozen_batchnorm_statistics`).
 
     L_I + H(z_c) is a *lower* bound on I(z_c; x^), and minimising a lower
     bound only restricts the information while the bound is tight. So the

@@ -1,8 +1,8 @@
 """What the plugins share: reading the student's output and adding weighted loss terms.
 
-Every loss-shaping plugin of :mod:`avalanche_lvae.plugins` runs in
+The loss-shaping plugins of :mod:`avalanche_lvae.plugins` run in
 ``before_backward`` on the minibatch the strategy has just forwarded. This
-module holds the three things they all need: the student's full
+module holds what they share: the student's full
 :class:`~avalanche_lvae.models.LVAEOutput` (:func:`student_output`), the
 weight each replayed row has in the ELBO (:func:`replayed_row_weights`), and
 how a term joins the loss (:func:`add_loss_term`).
