@@ -1,4 +1,4 @@
-"""The student's objective (METHOD.md §2), in nats per sample.
+"""The student's objective (docs/method.md), in nats per sample.
 
 - :func:`negative_joint_bound`: -[ELBO + log p(y|z)], CCL-GM Eq. 4, split into
   its terms (Bernoulli reconstruction, KL of z_c to N(0, I), KL of z_d to the
@@ -6,7 +6,9 @@
 - :func:`consistency_kl`: KL[q_student(z_d|x~) || q_teacher(z_d|x~)], LGM
   Eq. 10 / 13, zero-padding the teacher when z_d has grown.
 - :func:`continuous_consistency_kl`: the Gaussian form (LGM Eq. 11) for z_c.
-- :func:`information_restriction`: L_I of LGM Eq. 9.
+- :func:`information_restriction`: L_I of LGM Eq. 9;
+  :func:`frozen_batchnorm_statistics` keeps its extra pass out of BatchNorm's
+  running statistics.
 - :class:`JointBoundLoss`: an ``nn.Module`` criterion, so any Avalanche
   template (``Naive``, ``Cumulative``, ``EWCPlugin``'s importance pass) can
   train a :class:`~avalanche_lvae.models.LifelongVAE` on the joint bound.
@@ -14,11 +16,14 @@
 Every density and KL comes from ``torch.distributions``.
 """
 
+import math
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.distributions import Bernoulli, Categorical, Normal, kl_divergence
 
 from .models import LifelongVAE, LVAEOutput
@@ -30,6 +35,7 @@ __all__ = [
     "consistency_kl",
     "continuous_consistency_kl",
     "information_restriction",
+    "frozen_batchnorm_statistics",
     "JointBoundLoss",
 ]
 
@@ -123,19 +129,22 @@ def _classification_nll(class_logits: torch.Tensor, targets: Optional[torch.Tens
     return -predictive.log_prob(targets)
 
 
-def _pad_probabilities(teacher_logits: torch.Tensor, size: int, padding_mass: float) -> torch.Tensor:
-    """Teacher probabilities padded to ``size`` components in *probability* space.
+def _padded_teacher_log_probs(teacher_logits: torch.Tensor, size: int, padding_mass: float) -> torch.Tensor:
+    """log q_teacher(z_d|x~) padded to ``size`` values, computed in log space.
 
-    New components get ``padding_mass`` each and the teacher's own mass is
-    scaled down to keep a distribution (METHOD.md §8: padding the log-softmax
-    with 0 would give the new values probability 1, a bug of the reference code).
+    The new values get ``padding_mass`` each and the teacher's own mass is
+    scaled by 1 - padding_mass * (number of new values) to keep a
+    distribution (docs/method.md: padding the log-softmax with 0 would give
+    the new values probability 1). Everything stays a log: a teacher
+    probability below float32's smallest number (a logit gap above ~104)
+    is a finite, very negative log, not a 0 whose log is -inf.
     """
-    probs = teacher_logits.softmax(-1)
-    missing = size - probs.shape[-1]
+    log_probs = teacher_logits.log_softmax(-1)
+    missing = size - log_probs.shape[-1]
     if missing == 0:
-        return probs
-    pad = probs.new_full((*probs.shape[:-1], missing), padding_mass)
-    return torch.cat([probs * (1 - padding_mass * missing), pad], dim=-1)
+        return log_probs
+    pad = log_probs.new_full((*log_probs.shape[:-1], missing), math.log(padding_mass))
+    return torch.cat([log_probs + math.log1p(-padding_mass * missing), pad], dim=-1)
 
 
 def consistency_kl(
@@ -149,8 +158,14 @@ def consistency_kl(
     ``reverse=True`` (default, LGM Eq. 10) gives KL[q_student || q_teacher];
     ``reverse=False`` the forward KL[q_teacher || q_student] (App. 9.9: same
     results). When the student's z_d has more values than the teacher's, the
-    teacher is zero-padded (``padding_mass`` per new value, so the reverse KL
-    stays finite).
+    teacher is padded with ``padding_mass`` per new value, so the reverse KL
+    stays finite.
+
+    Computed from log-softmax values, KL[p || q] = sum_j p_j (log p_j - log q_j)
+    with p_j = exp(log p_j): exact for any logit gap. (``Categorical(probs=...)``
+    clamps probabilities at float32's eps, i.e. log q at about -15.9, which
+    caps the KL however confident the teacher is, and its KL returns inf
+    once a teacher probability underflows to 0.)
     """
     if student_logits.dim() != 2 or teacher_logits.dim() != 2 or student_logits.shape[0] != teacher_logits.shape[0]:
         raise ValueError(
@@ -164,9 +179,11 @@ def consistency_kl(
         )
     if not 0 < padding_mass < 1.0 / student_logits.shape[1]:
         raise ValueError(f"padding_mass must be in (0, 1/J), got {padding_mass!r}.")
-    student = Categorical(logits=student_logits)
-    teacher = Categorical(probs=_pad_probabilities(teacher_logits, student_logits.shape[1], padding_mass))
-    return kl_divergence(student, teacher) if reverse else kl_divergence(teacher, student)
+    student = student_logits.log_softmax(-1)
+    teacher = _padded_teacher_log_probs(teacher_logits, student_logits.shape[1], padding_mass)
+    first, second = (student, teacher) if reverse else (teacher, student)
+    # A value with probability 0 (exp underflow) contributes 0 * finite = 0, as it should.
+    return (first.exp() * (first - second)).sum(-1)
 
 
 def continuous_consistency_kl(student: Normal, teacher: Normal, reverse: bool = True) -> torch.Tensor:
@@ -181,6 +198,36 @@ def continuous_consistency_kl(student: Normal, teacher: Normal, reverse: bool = 
     return kl.sum(-1)
 
 
+@contextmanager
+def frozen_batchnorm_statistics(model: nn.Module) -> Iterator[None]:
+    """Run extra training-mode passes without touching BatchNorm running statistics.
+
+    Inside the block every BatchNorm module of ``model`` still normalises with
+    the statistics of the batch it sees (exactly the training-mode forward and
+    gradient), but ``track_running_stats`` is off, so its ``running_mean``,
+    ``running_var`` and ``num_batches_tracked`` are neither read nor written.
+    The flags are restored on exit, also after an error.
+
+    Why this way: the running statistics are what evaluation and the teacher
+    (a copy of the student) normalise with, so they must describe the
+    minibatches the student trains on, not an extra pass over generated
+    images (L_I's prior samples). Eval mode instead would change the pass
+    itself (normalising with running statistics); momentum 0 would still
+    count ``num_batches_tracked`` and turn a NaN batch statistic into NaN
+    buffers (0 * NaN); saving and restoring the buffers copies them on every
+    pass. Switching tracking off touches nothing and changes nothing else.
+    """
+    modules = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    flags = [m.track_running_stats for m in modules]
+    try:
+        for m in modules:
+            m.track_running_stats = False
+        yield
+    finally:
+        for m, flag in zip(modules, flags):
+            m.track_running_stats = flag
+
+
 def information_restriction(model: LifelongVAE, n: int, component: Optional[int] = None) -> torch.Tensor:
     """L_I of LGM Eq. 9: E_{x^ ~ p(x|z_d, z_c)} E_q [log q(z_c | x^)], in nats.
 
@@ -188,7 +235,8 @@ def information_restriction(model: LifelongVAE, n: int, component: Optional[int]
     unless ``component`` is given), decodes the Bernoulli mean x^, re-encodes
     it and scores the z_c that produced it. Minimising lambda * L_I restricts
     the information z_c carries about the generated image, so the decoder must
-    use z_d to tell the distributions apart (LGM Sec. 4.4).
+    use z_d to tell the distributions apart (LGM Sec. 4.4). The passes leave
+    BatchNorm's running statistics alone (:func:`frozen_batchnorm_statistics`).
 
     L_I + H(z_c) is a *lower* bound on I(z_c; x^), and minimising a lower
     bound only restricts the information while the bound is tight. So the
@@ -208,11 +256,13 @@ def information_restriction(model: LifelongVAE, n: int, component: Optional[int]
         raise ValueError(f"information_restriction needs an avalanche_lvae.LifelongVAE, got {type(model).__name__}.")
     check_positive_int(n, "n")
     z_continuous, z_discrete, _ = model.sample_latent(n, component)
-    generated = torch.sigmoid(model.decode(z_continuous, z_discrete))
-    # One encoder pass serves both players: the term is computed on x^ behind a
-    # gradient-reversal layer and negated, so the encoder's parameters receive
-    # -dL_I while the decoder, through the reversed input gradient, receives +dL_I.
-    reversed_term = -_log_q_continuous(model, _ReverseGradient.apply(generated), z_continuous)
+    # Generated images are not the data: the pass leaves BatchNorm's running statistics alone.
+    with frozen_batchnorm_statistics(model):
+        generated = torch.sigmoid(model.decode(z_continuous, z_discrete))
+        # One encoder pass serves both players: the term is computed on x^ behind a
+        # gradient-reversal layer and negated, so the encoder's parameters receive
+        # -dL_I while the decoder, through the reversed input gradient, receives +dL_I.
+        reversed_term = -_log_q_continuous(model, _ReverseGradient.apply(generated), z_continuous)
     # Value L_I (= -reversed_term), gradient that of reversed_term.
     return -2 * reversed_term.detach() + reversed_term
 

@@ -6,16 +6,14 @@ from avalanche.core import SupervisedPlugin
 from avalanche.training.templates import SupervisedTemplate
 
 from .plugins import (
-    AggregatePosteriorPlugin,
-    ComponentAnchorPlugin,
     ComponentPriorPlugin,
-    DecoderDistillationPlugin,
+    InformationRestrictionPlugin,
     PosteriorConsistencyPlugin,
     TeacherReplayPlugin,
     TeacherSwapPlugin,
 )
 from .training import LVAETemplateMixin
-from .validation import check_bool, check_non_negative_float
+from .validation import check_bool, check_non_negative_float, check_positive_int
 
 __all__ = ["LifelongVAEStrategy"]
 
@@ -26,15 +24,13 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
     The student minimises the negative joint bound on real + replayed data,
     plus ``consistency_weight`` * KL[q_student(z_d|x~) || q_teacher(z_d|x~)]
     plus ``info_weight`` * L_I. It is Avalanche's ``SupervisedTemplate`` with
-    three plugins installed before the user's:
+    these plugins installed before the user's:
 
-    - :class:`~avalanche_lvae.plugins.TeacherSwapPlugin` (teacher at each boundary, z_d growth),
+    - :class:`~avalanche_lvae.plugins.TeacherSwapPlugin` (teacher at each new experience, z_d growth),
     - :class:`~avalanche_lvae.plugins.TeacherReplayPlugin` (if ``replay``),
-    - :class:`~avalanche_lvae.plugins.PosteriorConsistencyPlugin`,
-
-    and, only when their weights are positive, three options that are not in
-    the papers (``decoder_distillation_weight``, ``component_anchor_weight``,
-    ``aggregate_posterior_weight``; measured in README).
+    - :class:`~avalanche_lvae.plugins.PosteriorConsistencyPlugin` (the consistency KLs),
+    - :class:`~avalanche_lvae.plugins.InformationRestrictionPlugin` (L_I),
+    - :class:`~avalanche_lvae.plugins.ComponentPriorPlugin` (if ``component_prior="fitted"``).
 
     ``mb_output`` is the class logits, so Avalanche's accuracy, forgetting and
     loss metrics and every logger work unchanged.
@@ -44,7 +40,9 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
             for the lifelong model).
         optimizer: its optimizer; its state is reset at every teacher swap.
         criterion: defaults to :class:`~avalanche_lvae.losses.JointBoundLoss`.
-        consistency_weight: weight of the consistency KL (default 1.0; 0 = off).
+        consistency_weight: weight of the consistency KL (default 1.0; 0 = off);
+            each replayed row carries the weight it has in the ELBO
+            (:class:`~avalanche_lvae.plugins.PosteriorConsistencyPlugin`).
         info_weight: lambda of LGM Eq. 10 for L_I (default 0.01; 0 = off).
         replay: generate teacher replay for past distributions (default True).
             Without replay there are no x~ and the consistency term is inactive.
@@ -76,23 +74,12 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
         reverse_kl: reverse (default) or forward consistency KL.
         continuous_consistency_weight: weight of the Gaussian consistency KL on
             z_c (LGM Eq. 11; default 0, as in Eq. 10).
-        decoder_distillation_weight: weight of -log p_student(x~|z) at the
-            prior z that generated each replayed x~
-            (:class:`~avalanche_lvae.plugins.DecoderDistillationPlugin`; not in
-            the papers, default 0 = off).
-        component_anchor_weight: weight of -log q_student(z_d = newest | x) on
-            the real data (:class:`~avalanche_lvae.plugins.ComponentAnchorPlugin`;
-            not in the papers, default 0 = off).
-        aggregate_posterior_weight: weight of an MMD between the real data's
-            z_c samples and N(0, I)
-            (:class:`~avalanche_lvae.plugins.AggregatePosteriorPlugin`; not in
-            the papers, default 0 = off).
         component_prior: how a generated row of distribution j draws z_c:
             ``"standard"`` (default, the papers: N(0, I)) or ``"fitted"``
             (a Gaussian fitted to the encoder's z_c for j after each experience,
             :class:`~avalanche_lvae.plugins.ComponentPriorPlugin`; not in the
             papers). It changes generation and replay, not the training losses.
-        plugins: extra Avalanche plugins, run after the three above.
+        plugins: extra Avalanche plugins, run after the ones above.
         **kwargs: every other ``SupervisedTemplate`` argument (``train_mb_size``,
             ``train_epochs``, ``eval_mb_size``, ``device``, ``evaluator``,
             ``eval_every``, ...).
@@ -116,9 +103,6 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
         info_samples: Optional[int] = None,
         reverse_kl: bool = True,
         continuous_consistency_weight: float = 0.0,
-        decoder_distillation_weight: float = 0.0,
-        component_anchor_weight: float = 0.0,
-        aggregate_posterior_weight: float = 0.0,
         component_prior: str = "standard",
         plugins: Optional[List[SupervisedPlugin]] = None,
         **kwargs,
@@ -129,23 +113,14 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
                 replay_size=replay_size, soft_labels=soft_replay_labels, label_source=replay_label_source,
                 mixing=replay_mixing, temperature=replay_temperature,
             ))
-        lifelong_plugins.append(
-            PosteriorConsistencyPlugin(
-                consistency_weight=consistency_weight,
-                info_weight=info_weight,
-                info_samples=info_samples,
-                reverse_kl=reverse_kl,
-                continuous_consistency_weight=continuous_consistency_weight,
-            )
-        )
-        # Options beyond the papers, installed only when weighted (see their modules).
-        for plugin_cls, weight, name in [
-            (DecoderDistillationPlugin, decoder_distillation_weight, "decoder_distillation_weight"),
-            (ComponentAnchorPlugin, component_anchor_weight, "component_anchor_weight"),
-            (AggregatePosteriorPlugin, aggregate_posterior_weight, "aggregate_posterior_weight"),
-        ]:
-            if check_non_negative_float(weight, name) > 0:
-                lifelong_plugins.append(plugin_cls(weight))
+        lifelong_plugins.append(PosteriorConsistencyPlugin(
+            consistency_weight=consistency_weight, reverse_kl=reverse_kl,
+            continuous_consistency_weight=continuous_consistency_weight,
+        ))
+        lifelong_plugins.append(InformationRestrictionPlugin(
+            weight=check_non_negative_float(info_weight, "info_weight"),
+            samples=None if info_samples is None else check_positive_int(info_samples, "info_samples"),
+        ))
         if component_prior not in ("standard", "fitted"):
             raise ValueError(f'component_prior must be "standard" (N(0, I), the papers) or "fitted", '
                              f"got {component_prior!r}.")

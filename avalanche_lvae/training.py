@@ -81,6 +81,8 @@ class LVAETemplateMixin:
             for the current minibatch, or None (the inputs themselves).
         replay_batch: the teacher's replay appended to this minibatch, or None.
         teacher: the frozen teacher (set by ``TeacherSwapPlugin``), or None.
+        past_distributions: k, the number of distributions the teacher has
+            learned (counted by ``TeacherSwapPlugin``).
         loss_terms: the named scalar terms of the current loss, for the guard.
     """
 
@@ -95,6 +97,7 @@ class LVAETemplateMixin:
         self.mb_reconstruction_targets: Optional[torch.Tensor] = None
         self.replay_batch = None
         self.teacher: Optional[LifelongVAE] = None
+        self.past_distributions = 0
         self.loss_terms: Dict[str, torch.Tensor] = {}
         super().__init__(model=model, criterion=criterion or JointBoundLoss(), **kwargs)
 

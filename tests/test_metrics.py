@@ -245,6 +245,31 @@ def test_metrics_in_evaluation_plugin_with_lifelong_strategy(tiny_stream, tiny_r
     assert f"NegELBO_Stream/{prefix}" in events.Tags()["scalars"]
 
 
+def test_switching_the_metrics_on_leaves_the_training_run_bit_identical(tiny_stream, tiny_reference, tmp_path):
+    # Every metric that draws random numbers (the ELBO's z, the IW bound's K samples, the
+    # Frechet distance's and the grid's prior samples, the purity's samples) draws them
+    # from a fork of the RNG, so the trained weights do not depend on which metrics run --
+    # here also during training (eval_every=1, after each epoch).
+    def train(metrics):
+        RNGManager.set_random_seeds(0)
+        model = LifelongVAE(hidden_dim=HIDDEN)
+        strategy = LifelongVAEStrategy(
+            model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3), train_mb_size=64,
+            train_epochs=2, eval_mb_size=128, eval_every=1, evaluator=EvaluationPlugin(*metrics, loggers=[]))
+        for exp in tiny_stream.train_stream:
+            strategy.train(exp, eval_streams=[tiny_stream.test_stream[:1]])
+            strategy.eval(tiny_stream.test_stream)
+        return {k: v.clone() for k, v in model.state_dict().items()}
+
+    plain = train([])
+    measured = train([neg_elbo_metrics(), neg_elbo_metrics(experience=False, importance_samples=3),
+                      frechet_distance_metrics(tiny_reference, n_samples=200, batch_size=100),
+                      generated_samples_metrics(n_per_component=3, save_dir=tmp_path), consistency_metrics(),
+                      component_purity_metrics(tiny_reference, num_classes=10, n_per_component=20)])
+    assert plain.keys() == measured.keys()
+    assert all(torch.equal(plain[k], measured[k]) for k in plain), [k for k in plain if not torch.equal(plain[k], measured[k])]
+
+
 def test_metrics_with_naive_ewc_and_plain_naive(tiny_stream, tiny_reference):
     metrics = [neg_elbo_metrics(), frechet_distance_metrics(tiny_reference, n_samples=256),
                generated_samples_metrics(n_per_component=2), consistency_metrics()]

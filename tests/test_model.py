@@ -60,6 +60,14 @@ def test_sample_without_component_spreads_rows_evenly():
     model = LifelongVAE(hidden_dim=32, discrete_dim=4).eval()
     _, components = model.sample(12)
     assert torch.bincount(components, minlength=4).tolist() == [3, 3, 3, 3]
+    # Only the first num_components values (the replay of the distributions seen so far).
+    z_c, z_d, components = model.sample_latent(12, num_components=3)
+    assert torch.bincount(components, minlength=4).tolist() == [4, 4, 4, 0]
+    assert torch.equal(z_d.argmax(-1), components) and z_c.shape == (12, 14)
+    with pytest.raises(ValueError, match="at most discrete_dim=4"):
+        model.sample_latent(12, num_components=5)
+    with pytest.raises(ValueError, match="either component"):
+        model.sample_latent(12, component=1, num_components=2)
 
 
 def test_grow_discrete_keeps_every_other_weight_and_output():

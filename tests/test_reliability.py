@@ -35,7 +35,12 @@ from avalanche_lvae.metrics import (
     neg_elbo_metrics,
     reference_classifier,
 )
-from avalanche_lvae.plugins import PosteriorConsistencyPlugin, TeacherReplayPlugin, TeacherSwapPlugin
+from avalanche_lvae.plugins import (
+    InformationRestrictionPlugin,
+    PosteriorConsistencyPlugin,
+    TeacherReplayPlugin,
+    TeacherSwapPlugin,
+)
 from avalanche_lvae.streams import _benchmark_from_tensors, experience_tensors, mnist_fashion_permuted, permuted_mnist
 from avalanche_lvae.streams import split_fmnist
 from test_examples import load_example
@@ -307,8 +312,9 @@ BAD_CALLS = {
     "plugin: soft_labels as text": (lambda tmp: TeacherReplayPlugin(soft_labels="yes"), "soft_labels"),
     "plugin: negative consistency weight": (
         lambda tmp: PosteriorConsistencyPlugin(consistency_weight=-1.0), "consistency_weight"),
-    "plugin: infinite info weight": (lambda tmp: PosteriorConsistencyPlugin(info_weight=float("inf")), "info_weight"),
-    "plugin: fractional info samples": (lambda tmp: PosteriorConsistencyPlugin(info_samples=2.5), "info_samples"),
+    "plugin: infinite L_I weight": (lambda tmp: InformationRestrictionPlugin(weight=float("inf")), "weight"),
+    "plugin: fractional L_I samples": (lambda tmp: InformationRestrictionPlugin(samples=2.5), "samples"),
+    "strategy: infinite info weight": (lambda tmp: _lvae_strategy(info_weight=float("inf")), "info_weight"),
     "plugin: reverse_kl as text": (lambda tmp: PosteriorConsistencyPlugin(reverse_kl="no"), "reverse_kl"),
     "plugin: grow_discrete as text": (lambda tmp: TeacherSwapPlugin(grow_discrete="False"), "grow_discrete"),
     "plugin: swap on a SimpleMLP": (lambda tmp: _mlp_naive(plugins=[TeacherSwapPlugin()]).train(

@@ -1,7 +1,9 @@
-"""LifelongVAEStrategy and its plugins: swap semantics, replay, consistency, validation."""
+"""LifelongVAEStrategy end to end: swap semantics, switching terms off, forgetting, Avalanche integration, validation.
+
+The plugins one by one: test_plugins.py.
+"""
 
 import gc
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,16 +16,11 @@ from avalanche.training.plugins import EvaluationPlugin
 
 from avalanche_lvae import JointBoundLoss, LifelongVAE, LifelongVAEStrategy, LVAENaive, NonFiniteLossError
 from avalanche_lvae.plugins import (
-    AggregatePosteriorPlugin,
-    ComponentAnchorPlugin,
-    ComponentPriorPlugin,
-    DecoderDistillationPlugin,
+    InformationRestrictionPlugin,
     PosteriorConsistencyPlugin,
     TeacherReplayPlugin,
     TeacherSwapPlugin,
 )
-from avalanche_lvae.plugins.aggregate_posterior import gaussian_kernel_mmd
-from avalanche_lvae.plugins.component_prior import aggregate_posterior_moments
 from avalanche_lvae.streams import _benchmark_from_tensors, permuted_mnist
 
 HIDDEN = 64
@@ -105,119 +102,6 @@ def test_teacher_swap_semantics_and_replay_shares(small_stream):
     assert [len(c) for k, c in recorder.replay_components if k == 1][0] == 32
 
 
-def test_teacher_replay_is_generated_and_labelled_by_the_teacher():
-    torch.manual_seed(0)
-    teacher = LifelongVAE(hidden_dim=HIDDEN, discrete_dim=3).eval()
-    strategy = SimpleNamespace(
-        teacher=teacher, train_mb_size=12, clock=SimpleNamespace(train_exp_counter=3),
-        mbatch=[torch.rand(4, 1, 28, 28), torch.tensor([1, 2, 3, 4]), torch.zeros(4, dtype=torch.long)],
-    )
-    torch.manual_seed(7)
-    TeacherReplayPlugin(mixing="loss_weights").before_training_iteration(strategy)
-    torch.manual_seed(7)
-    z_c, z_d, components = teacher.sample_latent(12)
-    with torch.no_grad():
-        expected_x = torch.sigmoid(teacher.decode(z_c, z_d))
-        expected_labels = teacher.classify(z_c, z_d).softmax(-1)
-    x, y, t = strategy.mbatch
-    assert torch.equal(x[4:], expected_x) and torch.allclose(y[4:], expected_labels)
-    assert torch.equal(y[:4].argmax(-1), torch.tensor([1, 2, 3, 4])) and t.shape == (16,)
-    assert torch.equal(strategy.replay_batch.components, components)
-    assert torch.bincount(components).tolist() == [4, 4, 4]
-    # pi = 1/(k+1): the current distribution and each past one weigh the same.
-    w = strategy.mb_sample_weights
-    assert w[:4].sum().item() == pytest.approx(0.25) and w[4:].sum().item() == pytest.approx(0.75)
-    # Hard labels are the teacher's argmax.
-    strategy.mbatch = [torch.rand(4, 1, 28, 28), torch.tensor([1, 2, 3, 4]), torch.zeros(4, dtype=torch.long)]
-    torch.manual_seed(7)
-    TeacherReplayPlugin(soft_labels=False, mixing="loss_weights").before_training_iteration(strategy)
-    assert torch.equal(strategy.mbatch[1][4:], expected_labels.argmax(-1))
-    # label_source="posterior": the teacher classifies x~ as it classifies a real image at test time.
-    strategy.mbatch = [torch.rand(4, 1, 28, 28), torch.tensor([1, 2, 3, 4]), torch.zeros(4, dtype=torch.long)]
-    torch.manual_seed(7)
-    TeacherReplayPlugin(label_source="posterior", mixing="loss_weights").before_training_iteration(strategy)
-    with torch.no_grad():
-        test_time_labels = teacher(expected_x).class_logits.softmax(-1)
-    assert torch.allclose(strategy.mbatch[1][4:], test_time_labels)
-    assert not torch.allclose(test_time_labels, expected_labels)
-    with pytest.raises(ValueError, match="label_source must be one of"):
-        TeacherReplayPlugin(label_source="decoder")
-
-
-def test_replay_temperature_sharpens_only_the_reconstruction_target():
-    # The encoder reads x~ = sigmoid(logits), the papers' Bernoulli mean, at any
-    # temperature T; the reconstruction term of the replayed rows is scored
-    # against sigmoid(logits / T), which T < 1 moves away from 0.5 (sharper):
-    # the plugin hands those targets to the criterion as mb_reconstruction_targets.
-    torch.manual_seed(0)
-    teacher = LifelongVAE(hidden_dim=HIDDEN, discrete_dim=2).eval()
-    real_x = torch.rand(8, 1, 28, 28)
-
-    def replay(**kwargs):
-        strategy = SimpleNamespace(
-            teacher=teacher, train_mb_size=8, clock=SimpleNamespace(train_exp_counter=2), mb_sample_weights=None,
-            mbatch=[real_x, torch.arange(8), torch.zeros(8, dtype=torch.long)],
-        )
-        torch.manual_seed(3)
-        plugin = TeacherReplayPlugin(**kwargs)
-        plugin.before_training_iteration(strategy)
-        return plugin, strategy
-
-    _, plain = replay()
-    _, tempered = replay(temperature=0.5)
-    r = plain.replay_batch
-    with torch.no_grad():
-        logits = teacher.decode(r.z_continuous, r.z_discrete)
-    assert getattr(plain, "mb_reconstruction_targets", None) is None
-    assert getattr(replay(temperature=1.0)[1], "mb_reconstruction_targets", None) is None
-    for part in range(3):  # same images, labels and task labels whatever T
-        assert torch.equal(tempered.mbatch[part], plain.mbatch[part])
-    assert torch.equal(tempered.mbatch[0][r.num_real:], torch.sigmoid(logits))
-    assert torch.equal(tempered.replay_batch.teacher_discrete_logits, r.teacher_discrete_logits)
-    # The criterion's targets: the real rows unchanged, the replayed rows sharpened.
-    recon_targets = tempered.mb_reconstruction_targets
-    assert torch.equal(recon_targets[: r.num_real], real_x[: r.num_real])
-    sharp = recon_targets[r.num_real:]
-    assert torch.allclose(sharp, torch.sigmoid(logits / 0.5))
-    assert ((sharp - 0.5).abs() >= (torch.sigmoid(logits) - 0.5).abs()).all()
-    output = teacher(tempered.mbatch[0])
-    loss = JointBoundLoss()
-    assert loss(output, tempered.mbatch[1], reconstruction_targets=recon_targets) != loss(output, tempered.mbatch[1])
-    with pytest.raises(ValueError, match="reconstruction_targets must have the inputs' shape"):
-        loss(output, tempered.mbatch[1], reconstruction_targets=sharp)
-    for bad in (0, -1.0, float("inf"), "0.5"):
-        with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
-            TeacherReplayPlugin(temperature=bad)
-
-
-def test_batch_composition_keeps_the_minibatch_size_with_equal_shares():
-    torch.manual_seed(0)
-    teacher = LifelongVAE(hidden_dim=HIDDEN, discrete_dim=3).eval()
-    real_x, real_y = torch.rand(16, 1, 28, 28), torch.arange(16) % 10
-    strategy = SimpleNamespace(
-        teacher=teacher, train_mb_size=16, clock=SimpleNamespace(train_exp_counter=3), mb_sample_weights=None,
-        mbatch=[real_x, real_y, torch.zeros(16, dtype=torch.long)],
-    )
-    TeacherReplayPlugin(mixing="batch_composition").before_training_iteration(strategy)
-    x, y, t = strategy.mbatch
-    # B = 16 rows stay 16: floor(16 * 3/4) = 12 replayed, the first 4 real rows kept.
-    assert x.shape[0] == y.shape[0] == t.shape[0] == 16
-    assert torch.equal(x[:4], real_x[:4]) and torch.equal(y[:4].argmax(-1), real_y[:4])
-    assert strategy.replay_batch.num_real == 4
-    # Four rows per distribution, current and each of the three past ones: a plain mean is fair.
-    assert torch.bincount(strategy.replay_batch.components).tolist() == [4, 4, 4]
-    assert strategy.mb_sample_weights is None
-    # At least one real row stays, however many distributions were seen.
-    strategy.mbatch = [torch.rand(2, 1, 28, 28), torch.tensor([1, 2]), torch.zeros(2, dtype=torch.long)]
-    strategy.clock.train_exp_counter = 9
-    TeacherReplayPlugin(mixing="batch_composition").before_training_iteration(strategy)
-    assert strategy.replay_batch.num_real == 1 and strategy.mbatch[0].shape[0] == 2
-    with pytest.raises(ValueError, match="mixing must be one of"):
-        TeacherReplayPlugin(mixing="interleave")
-    with pytest.raises(ValueError, match="replay_size only applies"):
-        TeacherReplayPlugin(replay_size=8, mixing="batch_composition")
-
-
 @pytest.mark.parametrize(
     "kwargs, absent_term, grows, replays",
     [
@@ -245,111 +129,6 @@ def test_each_plugin_can_be_disabled(small_stream, kwargs, absent_term, grows, r
     assert (True in replayed) == replays
 
 
-def _student_with_replay(num_real=3, replay_size=6):
-    """A grown student and a strategy namespace whose minibatch holds real rows then teacher replay."""
-    torch.manual_seed(0)
-    teacher = LifelongVAE(hidden_dim=HIDDEN, discrete_dim=2).eval()
-    student = LifelongVAE(hidden_dim=HIDDEN, discrete_dim=2)
-    student.grow_discrete(1)
-    strategy = SimpleNamespace(
-        teacher=teacher, model=student, train_mb_size=replay_size, clock=SimpleNamespace(train_exp_counter=2),
-        mbatch=[torch.rand(num_real, 1, 28, 28), torch.arange(num_real), torch.zeros(num_real, dtype=torch.long)],
-        loss=torch.tensor(0.0),
-    )
-    TeacherReplayPlugin(mixing="loss_weights").before_training_iteration(strategy)
-    strategy.lvae_output = student(strategy.mbatch[0])
-    return strategy
-
-
-def test_decoder_distillation_scores_replay_at_its_generating_latent():
-    strategy = _student_with_replay()
-    student = strategy.model
-    strategy.mb_x = strategy.mbatch[0]
-    DecoderDistillationPlugin(weight=2.0).before_backward(strategy)
-    replay = strategy.replay_batch
-    # The teacher's one-hot z_d, padded with a zero for the student's new value.
-    z_d = torch.cat([replay.z_discrete, torch.zeros(6, 1)], dim=1)
-    assert torch.equal(z_d.argmax(-1), replay.components)
-    logits = student.decode(replay.z_continuous, z_d)
-    x_replay = strategy.mbatch[0][3:]
-    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, x_replay, reduction="sum") / 6
-    assert strategy.loss_terms["decoder_distillation"].item() == pytest.approx(expected.item(), rel=1e-5)
-    assert strategy.loss.item() == pytest.approx(2 * expected.item(), rel=1e-5)
-    # Only the decoder side learns from it; the encoder never sees the term.
-    strategy.loss.backward()
-    assert student.decoder_projection.continuous.weight.grad.abs().sum() > 0
-    assert all(p.grad is None for p in student.encoder.parameters())
-    with pytest.raises(ValueError, match="weight"):
-        DecoderDistillationPlugin(weight=-1.0)
-
-
-def test_component_anchor_pulls_only_the_real_rows_onto_the_newest_value():
-    strategy = _student_with_replay()
-    ComponentAnchorPlugin(weight=0.5).before_backward(strategy)
-    real_logits = strategy.lvae_output.discrete_logits[:3]
-    expected = torch.nn.functional.cross_entropy(real_logits, torch.full((3,), 2))
-    assert strategy.loss_terms["component_anchor"].item() == pytest.approx(expected.item(), rel=1e-5)
-    assert strategy.loss.item() == pytest.approx(0.5 * expected.item(), rel=1e-5)
-    strategy.loss.backward()
-    assert strategy.model.discrete_head.weight.grad.abs().sum() > 0
-
-
-def test_aggregate_posterior_mmd_is_zero_on_the_same_sample_and_grows_with_a_shift():
-    torch.manual_seed(0)
-    a, b = torch.randn(300, 14), torch.randn(300, 14)
-    assert gaussian_kernel_mmd(a, a).item() == pytest.approx(0.0, abs=1e-6)
-    near, far = gaussian_kernel_mmd(a, b).item(), gaussian_kernel_mmd(a + 2.0, b).item()
-    assert 0 <= near < 0.01 < far
-    with pytest.raises(ValueError, match=r"\[N, D\]"):
-        gaussian_kernel_mmd(a, torch.randn(5, 3))
-    strategy = _student_with_replay()
-    AggregatePosteriorPlugin(weight=100.0).before_backward(strategy)
-    assert strategy.loss_terms["aggregate_posterior"].item() >= 0
-    strategy.loss.backward()
-    # It shapes the encoder's z_c (through the reparameterised sample), not the decoder.
-    assert strategy.model.continuous_head.weight.grad.abs().sum() > 0
-    assert all(p.grad is None for p in strategy.model.decoder.parameters())
-
-
-def test_aggregate_posterior_moments_match_the_gaussian_mixture():
-    from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
-
-    torch.manual_seed(0)
-    loc, scale = torch.randn(50, 4), torch.rand(50, 4) + 0.1
-    mean, covariance = aggregate_posterior_moments(loc, scale)
-    mixture = MixtureSameFamily(Categorical(logits=torch.zeros(50)), Independent(Normal(loc, scale), 1))
-    assert torch.allclose(mean, mixture.mean, atol=1e-6)
-    # torch's mixture variance uses the population (1/N) covariance of the means.
-    population = covariance - (loc - mean).T @ (loc - mean) / 49 + (loc - mean).T @ (loc - mean) / 50
-    assert torch.allclose(population.diagonal(), mixture.variance, atol=1e-5)
-    assert torch.allclose(covariance, covariance.T)
-
-
-def test_fitted_component_prior_fits_every_seen_distribution_without_touching_the_rng(small_stream):
-    fitted_after = []
-
-    class AfterFit(SupervisedPlugin):
-        def after_training_exp(self, strategy, **kw):
-            fitted_after.append(strategy.model.component_loc.clone())
-
-    strategy = _strategy(component_prior="fitted", plugins=[AfterFit()])
-    for exp in small_stream.train_stream:
-        strategy.train(exp)
-    # After experience k, components 0..k all carry a fitted (non-standard) prior.
-    for k, loc in enumerate(fitted_after):
-        assert loc.shape == (k + 1, 14) and (loc.abs().sum(1) > 0).all()
-    # The teacher of the last experience is the student after experience 1, prior included.
-    assert torch.equal(strategy.teacher.component_loc, fitted_after[1])
-    # Refitting draws teacher samples in a forked RNG: the training stream is unchanged.
-    strategy.experience = small_stream.train_stream[2]  # Avalanche clears it after train()
-    state = torch.get_rng_state()
-    ComponentPriorPlugin(n_samples=64).after_training_exp(strategy)
-    assert torch.equal(torch.get_rng_state(), state)
-    assert strategy.model.training
-    with pytest.raises(ValueError, match="component_prior"):
-        _strategy(component_prior="gaussian")
-
-
 def test_strategy_trains_with_batch_composition_and_the_optional_terms(small_stream):
     batches, seen = [], set()
 
@@ -358,13 +137,13 @@ def test_strategy_trains_with_batch_composition_and_the_optional_terms(small_str
             seen.update(strategy.loss_terms)
             batches.append((strategy.clock.train_exp_counter, strategy.mbatch[0].shape[0]))
 
-    strategy = _strategy(plugins=[Terms()], replay_mixing="batch_composition", decoder_distillation_weight=1.0,
-                         component_anchor_weight=1.0, aggregate_posterior_weight=100.0, replay_temperature=0.5)
+    strategy = _strategy(plugins=[Terms()], replay_mixing="batch_composition", continuous_consistency_weight=1.0,
+                         replay_temperature=0.5)
     for exp in small_stream.train_stream:
         strategy.train(exp)
     # 256 images per experience in minibatches of 64: the batch never grows.
     assert {size for _, size in batches} == {64}
-    assert {"consistency", "information", "decoder_distillation", "component_anchor", "aggregate_posterior"} <= seen
+    assert {"consistency", "continuous_consistency", "information"} <= seen
     assert strategy.model.discrete_dim == 3
 
 
@@ -393,18 +172,20 @@ def test_lifelong_strategy_forgets_less_than_naive(data_root):
         ("lvae_loss_weights", LifelongVAEStrategy, 1, dict(replay_mixing="loss_weights")),
         ("naive", LVAENaive, 3, {}),
     ]:
-        RNGManager.set_random_seeds(0)
-        model = LifelongVAE(discrete_dim=discrete_dim, hidden_dim=256)
-        strategy = cls(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3), train_mb_size=128,
-                       train_epochs=3, eval_mb_size=500,
-                       evaluator=EvaluationPlugin(accuracy_metrics(experience=True), loggers=[]), **options)
-        for exp in stream.train_stream:
-            strategy.train(exp)
-        results = strategy.eval(stream.test_stream[:1])
-        first_task_accuracy[name] = results["Top1_Acc_Exp/eval_phase/test_stream/Task000/Exp000"]
-    # Measured with this seed, first task after three: lvae 0.216 (batch composition, which trains on
-    # 1/(k+1) of each experience per epoch), 0.290 with loss weights, naive 0.152. Seeds 1 and 2 gave
-    # 0.292 / 0.312 / 0.104 and 0.372 / 0.406 / 0.166.
+        accuracies = []
+        for seed in (0, 1):  # one seed's first-task accuracy varies by about +-0.1
+            RNGManager.set_random_seeds(seed)
+            model = LifelongVAE(discrete_dim=discrete_dim, hidden_dim=256)
+            strategy = cls(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3), train_mb_size=128,
+                           train_epochs=3, eval_mb_size=500,
+                           evaluator=EvaluationPlugin(accuracy_metrics(experience=True), loggers=[]), **options)
+            for exp in stream.train_stream:
+                strategy.train(exp)
+            results = strategy.eval(stream.test_stream[:1])
+            accuracies.append(results["Top1_Acc_Exp/eval_phase/test_stream/Task000/Exp000"])
+        first_task_accuracy[name] = sum(accuracies) / len(accuracies)
+    # Measured, first task after three, seeds 0 and 1: lvae 0.162 and 0.270 (batch composition, which
+    # trains on 1/(k+1) of each experience per epoch), naive 0.152 and 0.104 (seed 2: lvae 0.380, naive 0.166).
     assert first_task_accuracy["lvae"] > first_task_accuracy["naive"] + 0.05, first_task_accuracy
     assert first_task_accuracy["lvae_loss_weights"] > first_task_accuracy["naive"] + 0.08, first_task_accuracy
 
@@ -435,12 +216,13 @@ def test_plugins_attach_to_a_plain_avalanche_naive(small_stream):
     model = LifelongVAE(hidden_dim=HIDDEN)
     strategy = Naive(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3),
                      criterion=JointBoundLoss(), train_mb_size=64, train_epochs=1,
-                     plugins=[TeacherSwapPlugin(), TeacherReplayPlugin(), PosteriorConsistencyPlugin()],
+                     plugins=[TeacherSwapPlugin(), TeacherReplayPlugin(), PosteriorConsistencyPlugin(),
+                              InformationRestrictionPlugin()],
                      evaluator=EvaluationPlugin(loss_metrics(epoch=True), loggers=[]))
     for exp in small_stream.train_stream[:2]:
         strategy.train(exp)
     assert model.discrete_dim == 2 and strategy.teacher.discrete_dim == 1
-    assert strategy.replay_batch is not None and "consistency" in strategy.loss_terms
+    assert strategy.replay_batch is not None and {"consistency", "information"} <= set(strategy.loss_terms)
     # Loss weights and a replay temperature reach only the LVAE templates' criterion:
     # under Avalanche's Naive they would be ignored, so the plugin refuses to start.
     for options, missing in [(dict(mixing="loss_weights"), "mb_sample_weights"),

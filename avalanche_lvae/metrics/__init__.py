@@ -1,4 +1,4 @@
-"""Generative metrics as Avalanche plugin metrics (METHOD.md §5).
+"""Generative metrics as Avalanche plugin metrics (docs/method.md).
 
 Every metric is an Avalanche ``PluginMetric``: pass the lists returned by the
 ``*_metrics`` helpers to an ``EvaluationPlugin``; the values appear in the
@@ -18,8 +18,10 @@ dict returned by ``strategy.eval(...)`` and in every logger.
 The metrics need a :class:`~avalanche_lvae.models.LifelongVAE` (the Frechet
 distance: any model with ``.sample(n)``) and raise a ``ValueError`` naming the
 problem for a model that cannot encode or generate (e.g. ``SimpleMLP``).
-Each does its own forward pass under ``torch.no_grad()`` in eval mode and
-restores the model's train/eval flag.
+Each does its own forward pass under ``torch.no_grad()`` in eval mode,
+restores the model's train/eval flag, and draws its random numbers from a
+fork of the RNG (:func:`~avalanche_lvae.metrics.utils.evaluation_mode`), so
+that switching a metric on does not change the training run.
 """
 
 from .consistency import ZdConsistencyPluginMetric, consistency_metrics

@@ -1,4 +1,4 @@
-"""Posterior consistency between student and teacher, as a plugin metric (METHOD.md §8).
+"""Posterior consistency between student and teacher, as a plugin metric (docs/method.md).
 
 The authors also report how often the student still assigns a past
 distribution's images to the same discrete component as the teacher did:
@@ -12,7 +12,7 @@ from typing import List
 from avalanche.evaluation import GenericPluginMetric
 from avalanche.evaluation.metrics.mean import Mean
 
-from ._utils import evaluation_mode, require_lifelong_vae, trained_experience_index
+from .utils import evaluation_mode, require_lifelong_vae, trained_experience_index
 
 __all__ = ["ZdConsistencyPluginMetric", "consistency_metrics"]
 

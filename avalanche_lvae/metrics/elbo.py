@@ -1,7 +1,7 @@
 """Negative test ELBO and its importance-weighted version, as Avalanche plugin metrics.
 
 The papers report the negative ELBO in nats on the test sets of every
-distribution seen so far (METHOD.md §5; LGM Sec. 6). These metrics do their
+distribution seen so far (docs/method.md; LGM Sec. 6). These metrics do their
 own forward pass under ``torch.no_grad()`` in ``after_eval_iteration`` rather
 than reading ``strategy.loss``: the strategy's loss includes the
 classification term (CCL-GM Eq. 4), and an Avalanche ``Naive`` over a
@@ -19,7 +19,7 @@ from torch.distributions import Bernoulli, Normal, OneHotCategorical
 from ..losses import negative_joint_bound
 from ..models import LifelongVAE
 from ..validation import check_positive_int
-from ._utils import evaluation_mode, require_lifelong_vae
+from .utils import evaluation_mode, require_lifelong_vae
 
 __all__ = [
     "negative_elbo",

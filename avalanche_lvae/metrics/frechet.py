@@ -18,7 +18,7 @@ from torch import nn
 
 from ..models import LifelongVAE
 from ..validation import check_positive_int
-from ._utils import evaluation_mode, generate, require_generator
+from .utils import evaluation_mode, generate, require_generator
 
 __all__ = [
     "feature_statistics",
@@ -95,7 +95,7 @@ class FrechetDistancePluginMetric(GenericPluginMetric[Optional[float], FrechetDi
     J sample all J components, their prior) -- and ONE Frechet distance is
     computed between all generated and all test features. The authors' code
     averages FDs over small chunks instead, which is biased upwards
-    (METHOD.md §8); values here are not comparable with those chunked ones.
+    (docs/method.md); values here are not comparable with those chunked ones.
 
     Emitted once per eval stream as ``FrechetDistance_Stream/eval_phase/<stream>/Task<t>``.
 

@@ -18,7 +18,7 @@ from avalanche.evaluation import GenericPluginMetric, Metric
 from torch import nn
 
 from ..validation import check_positive_int
-from ._utils import evaluation_mode, require_lifelong_vae
+from .utils import evaluation_mode, require_lifelong_vae
 
 __all__ = ["ComponentPurity", "ComponentPurityPluginMetric", "component_purity", "component_purity_metrics"]
 
@@ -39,9 +39,8 @@ def component_purity(model, reference: nn.Module, num_classes: int, n_per_compon
     check_positive_int(n_per_component, "n_per_component")
     device = model.temperature.device
     purity = []
-    # Its own random stream: adding this metric must not change how the strategy trains.
-    cuda_devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda_devices), evaluation_mode(model, reference):
+    # evaluation_mode forks the RNG: adding this metric must not change how the strategy trains.
+    with evaluation_mode(model, reference):
         for component in range(model.discrete_dim):
             images, _ = model.sample(n_per_component, component=component)
             logits = torch.cat([reference(b.to(device)) for b in images.split(batch_size)])

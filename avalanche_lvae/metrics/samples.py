@@ -17,7 +17,7 @@ from avalanche.evaluation.metric_utils import get_metric_name, stream_type
 from torchvision.utils import make_grid, save_image
 
 from ..validation import check_positive_int
-from ._utils import evaluation_mode, require_lifelong_vae, trained_experience_index
+from .utils import evaluation_mode, require_lifelong_vae, trained_experience_index
 
 __all__ = ["GeneratedSamplesPluginMetric", "ReconstructionsPluginMetric", "generated_samples_metrics"]
 

@@ -226,7 +226,7 @@ class LifelongVAE(nn.Module):
 
     # ------------------------------------------------------------ generation
     def sample_latent(
-        self, n: int, component: Optional[int] = None
+        self, n: int, component: Optional[int] = None, num_components: Optional[int] = None
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Draw ``n`` latents from the prior with z_d fixed per row.
 
@@ -235,12 +235,19 @@ class LifelongVAE(nn.Module):
 
         Returns ``(z_continuous, z_discrete_one_hot, components)``. With
         ``component=None`` the rows are split into equal contiguous shares over
-        all ``discrete_dim`` components (LGM Sec. 4.3: about n/k per distribution).
+        the first ``num_components`` values of z_d (default all ``discrete_dim``;
+        LGM Sec. 4.3: about n/k per distribution).
         """
         check_positive_int(n, "n")
         device = self.temperature.device
         if component is None:
-            components = torch.arange(n, device=device) * self.discrete_dim // n
+            spread = self.discrete_dim if num_components is None else check_positive_int(num_components,
+                                                                                         "num_components")
+            if spread > self.discrete_dim:
+                raise ValueError(f"num_components must be at most discrete_dim={self.discrete_dim}, got {spread}.")
+            components = torch.arange(n, device=device) * spread // n
+        elif num_components is not None:
+            raise ValueError("pass either component (one value for every row) or num_components, not both.")
         else:
             if isinstance(component, bool) or not isinstance(component, int) or not 0 <= component < self.discrete_dim:
                 raise ValueError(

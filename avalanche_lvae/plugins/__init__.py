@@ -1,12 +1,13 @@
-"""The behaviours of the lifelong strategy, as Avalanche ``SupervisedPlugin``s."""
+"""The behaviours of the lifelong strategy, as Avalanche ``SupervisedPlugin``s.
 
-from .aggregate_posterior import AggregatePosteriorPlugin
-from .component_anchor import ComponentAnchorPlugin
+Helpers the plugins share live in :mod:`avalanche_lvae.plugins.shared`.
+"""
+
 from .component_prior import ComponentPriorPlugin
-from .decoder_distillation import DecoderDistillationPlugin
+from .information_restriction import InformationRestrictionPlugin
 from .posterior_consistency import PosteriorConsistencyPlugin
 from .teacher_replay import ReplayBatch, TeacherReplayPlugin
 from .teacher_swap import TeacherSwapPlugin
 
-__all__ = ["TeacherSwapPlugin", "TeacherReplayPlugin", "PosteriorConsistencyPlugin", "ReplayBatch", "DecoderDistillationPlugin",
-           "ComponentAnchorPlugin", "AggregatePosteriorPlugin", "ComponentPriorPlugin"]
+__all__ = ["TeacherSwapPlugin", "TeacherReplayPlugin", "PosteriorConsistencyPlugin", "InformationRestrictionPlugin",
+           "ReplayBatch", "ComponentPriorPlugin"]

@@ -5,7 +5,7 @@ from typing import Optional
 import torch
 from avalanche.core import SupervisedPlugin
 
-from ..metrics._utils import evaluation_mode
+from ..metrics.utils import evaluation_mode
 from ..models import LifelongVAE
 from ..preloading import read_tensors
 from ..validation import check_positive_int
@@ -67,8 +67,8 @@ class ComponentPriorPlugin(SupervisedPlugin):
         newest = student.discrete_dim - 1
         past = min(teacher.discrete_dim, newest) if teacher is not None else 0
         # Eval mode (BatchNorm running statistics, no grad), restored after; a
-        # forked RNG, so that fitting does not change the random stream of training.
-        with evaluation_mode(student), torch.random.fork_rng(devices=[]):
+        # forked RNG (CPU and CUDA), so that fitting does not change the random stream of training.
+        with evaluation_mode(student, teacher):
             for component in range(past):
                 self._fit(student, component, teacher.sample(self.n_samples, component=component)[0])
             self._fit(student, newest, self._real_images(strategy))

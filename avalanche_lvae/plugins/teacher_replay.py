@@ -24,7 +24,7 @@ class ReplayBatch:
         teacher_continuous_loc, teacher_continuous_scale: ``[R, continuous_dim]``
             q_teacher(z_c | x~), for the optional Gaussian consistency term.
         z_continuous, z_discrete: ``[R, continuous_dim]``, ``[R, J_teacher]`` the
-            prior latent the teacher decoded into x~ (for decoder distillation).
+            prior latent the teacher decoded into x~.
     """
 
     num_real: int
@@ -41,8 +41,9 @@ class TeacherReplayPlugin(SupervisedPlugin):
 
     Callbacks:
         ``before_training_iteration``: when ``strategy.teacher`` exists, draw
-        ``replay_size`` samples with z_d fixed in equal shares over the
-        teacher's components and z_c ~ N(0, I), decode the Bernoulli means
+        ``replay_size`` samples with z_d fixed in equal shares over the k
+        values of the past distributions (``strategy.past_distributions``,
+        counted by :class:`TeacherSwapPlugin`) and z_c ~ N(0, I), decode the Bernoulli means
         x~ and label them with the teacher's classifier (soft labels by
         default; the real labels become one-hot so that one target tensor
         holds both). Everything runs in one ``no_grad`` teacher pass, which
@@ -52,7 +53,7 @@ class TeacherReplayPlugin(SupervisedPlugin):
         omega ~ Ber(pi), and from the teacher otherwise); ``mixing`` says how:
 
         - ``"batch_composition"`` (default; LGM Sec. 4's sampling at a fixed
-          batch size, as in the authors' code, METHOD.md §8): the minibatch
+          batch size, as in the authors' code, docs/method.md): the minibatch
           keeps its B rows, floor(B k/(k+1)) of them (at most B - 1) replaced
           by replay, plain mean loss. An iteration costs B rows whatever k,
           close to a plain VAE's (1.6x per epoch at experience 5 in
@@ -87,7 +88,7 @@ class TeacherReplayPlugin(SupervisedPlugin):
             classifies x~ exactly as it classifies a real image at test time.
             The decoder renders a prior z only approximately, so the two can
             disagree; with ``"posterior"`` the student distils the teacher's
-            test-time function x -> y on x~ (measured on permuted MNIST in README).
+            test-time function x -> y on x~ (measured on permuted MNIST, docs/results.md).
         temperature: the student's reconstruction term scores each replayed row
             against the teacher's Bernoulli decoder tempered to
             p(x|z)^(1/temperature), renormalised per pixel, whose mean is
@@ -99,8 +100,7 @@ class TeacherReplayPlugin(SupervisedPlugin):
             thin, low-ink structure (a sandal's straps) is the first to fade;
             the sharper target asks the student's decoder for the contrast that
             generation would lose. Beyond the papers; measured on split
-            FashionMNIST (README, Results). :class:`DecoderDistillationPlugin`
-            still scores x~ itself.
+            FashionMNIST (docs/results.md).
     """
 
     LABEL_SOURCES = ("prior", "posterior")
@@ -135,7 +135,7 @@ class TeacherReplayPlugin(SupervisedPlugin):
         teacher = getattr(strategy, "teacher", None)
         if teacher is None:
             return
-        past = strategy.clock.train_exp_counter  # k distributions seen before this one
+        past = strategy.past_distributions  # k, counted by TeacherSwapPlugin
         if self.mixing == "batch_composition":
             self._compose(strategy, teacher, past)
         else:
@@ -159,23 +159,27 @@ class TeacherReplayPlugin(SupervisedPlugin):
         num_real = batch_size - replay_size
         strategy.mbatch = [part[:num_real] for part in strategy.mbatch]
         if replay_size > 0:
-            self._append(strategy, teacher, replay_size)
+            self._append(strategy, teacher, replay_size, past)
 
     def _append_weighted(self, strategy, teacher, past: int) -> None:
         num_real = strategy.mbatch[0].shape[0]
         replay_size = self.replay_size or strategy.train_mb_size
-        x = self._append(strategy, teacher, replay_size)
+        x = self._append(strategy, teacher, replay_size, past)
         current_share = 1.0 / (past + 1)
         strategy.mb_sample_weights = torch.cat(
             [x.new_full((num_real,), current_share / num_real), x.new_full((replay_size,), (1 - current_share) / replay_size)]
         )
 
-    def _append(self, strategy, teacher, replay_size: int) -> torch.Tensor:
+    def _append(self, strategy, teacher, replay_size: int, past: int) -> torch.Tensor:
         """Append ``replay_size`` teacher samples (images, labels, task labels) to the minibatch; return the real images."""
         x, y = strategy.mbatch[0], strategy.mbatch[1]
         num_real = x.shape[0]
         with torch.no_grad():
-            z_continuous, z_discrete, components = teacher.sample_latent(replay_size)
+            # z_d value j stands for distribution j: replay only the k values of the past
+            # distributions, the ones pi counts (a model built with more values, grown
+            # or not, has values no distribution has been assigned to yet).
+            z_continuous, z_discrete, components = teacher.sample_latent(
+                replay_size, num_components=min(past, teacher.discrete_dim))
             replay_logits = teacher.decode(z_continuous, z_discrete)
             replay_x = torch.sigmoid(replay_logits)
             teacher_loc, teacher_scale, teacher_discrete_logits = teacher.encode(replay_x)

@@ -1,5 +1,11 @@
-"""Helpers shared by the metrics: model checks, evaluation mode, file names."""
+"""Helpers shared by the metrics: model checks, evaluation mode, file names.
 
+:func:`evaluation_mode` is also what any evaluation-time computation outside
+the metrics uses (e.g. :class:`~avalanche_lvae.plugins.ComponentPriorPlugin`)
+to leave the training run untouched.
+"""
+
+import itertools
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
@@ -44,18 +50,24 @@ def require_generator(model: nn.Module, metric: str) -> nn.Module:
 
 @contextmanager
 def evaluation_mode(*models: Optional[nn.Module]) -> Iterator[None]:
-    """Put ``models`` in eval mode under ``torch.no_grad()``; restore their train/eval flags after.
+    """Put ``models`` in eval mode under ``torch.no_grad()`` with a forked RNG; restore everything after.
 
     Metrics must not change the state a strategy relies on: a metric that
     runs while the model is training (e.g. Avalanche's periodic eval) leaves
-    it training, and BatchNorm statistics are never updated by a metric.
+    it training, BatchNorm statistics are never updated by a metric, and the
+    random numbers it draws (z for an ELBO estimate, prior samples for the
+    Frechet distance or a grid) come from a fork of the global RNG -- the CPU
+    generator and those of the CUDA devices the models live on -- so that
+    switching a metric on does not change the training run.
     """
     models = [m for m in models if m is not None]
     flags = [m.training for m in models]
+    cuda_devices = sorted({t.device.index or 0 for m in models for t in itertools.chain(m.parameters(), m.buffers())
+                           if t.device.type == "cuda"})
     try:
         for m in models:
             m.eval()
-        with torch.no_grad():
+        with torch.random.fork_rng(devices=cuda_devices), torch.no_grad():
             yield
     finally:
         for m, flag in zip(models, flags):
