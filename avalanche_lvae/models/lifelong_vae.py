@@ -22,7 +22,13 @@ from torch.distributions import (
     RelaxedOneHotCategorical,
 )
 
-from ..validation import check_images, check_non_negative_float, check_positive_float, check_positive_int
+from ..validation import (
+    check_finite,
+    check_images,
+    check_non_negative_float,
+    check_positive_float,
+    check_positive_int,
+)
 from .activations import ELU
 from .backbones import ConvDecoder, ConvEncoder, DenseDecoder, DenseEncoder, LatentProjection, glorot_linear
 
@@ -136,6 +142,8 @@ class LifelongVAE(nn.Module):
         # Buffers, so that the annealing schedule survives state_dict checkpoints.
         self.register_buffer("temperature", torch.tensor(float(initial_temperature)))
         self.register_buffer("train_iterations", torch.tensor(0, dtype=torch.long))
+        self._host_iterations: Optional[int] = 0  # host mirror of the two buffers, see step_temperature
+        self._host_temperature = float(initial_temperature)
         # p(z_c | z_d = j) used for generation: N(0, I) for every j unless a
         # fitted prior was set (``set_component_prior``, an option beyond the
         # papers); buffers, so teacher copies and checkpoints carry it.
@@ -196,10 +204,12 @@ class LifelongVAE(nn.Module):
             )
         loc, scale, discrete_logits = self.encode(x)
         for name, value in (("continuous_loc", loc), ("continuous_scale", scale), ("discrete_logits", discrete_logits)):
-            if not torch.isfinite(value).all():
-                # Diverged weights (e.g. a learning rate far too large): fail here
-                # with a readable error instead of inside torch.distributions.
-                raise FloatingPointError(f"the encoder produced non-finite {name}: the weights have diverged")
+            # Diverged weights (e.g. a learning rate far too large): fail with a
+            # readable error instead of inside torch.distributions. Inside the
+            # training step (validation.deferred_checks) this is only recorded
+            # on the device and read back every few iterations by the template.
+            check_finite(f"encoder {name}", value,
+                         f"the encoder produced non-finite {name}: the weights have diverged")
         sample = self.training if sample is None else sample
         if not sample:
             z_continuous, z_discrete = loc, self._one_hot_mode(discrete_logits).to(loc.dtype)
@@ -322,12 +332,24 @@ class LifelongVAE(nn.Module):
         tau = max(initial * exp(-rate * t), min), refreshed every
         ``temperature_anneal_interval`` iterations. Returns the current tau.
         """
+        # The count is mirrored on the host so that annealing never reads the
+        # buffer back from the device (one sync per step on a GPU); the mirror
+        # is re-read from the buffer once after load_state_dict.
+        if self._host_iterations is None:
+            self._host_iterations = int(self.train_iterations)
+            self._host_temperature = float(self.temperature)
         self.train_iterations += 1
-        t = int(self.train_iterations)
+        self._host_iterations += 1
+        t = self._host_iterations
         if t % self.temperature_anneal_interval == 0:
             tau = max(self.initial_temperature * math.exp(-self.temperature_anneal_rate * t), self.min_temperature)
             self.temperature.fill_(tau)
-        return float(self.temperature)
+            self._host_temperature = tau
+        return self._host_temperature
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        self._host_iterations = None  # the buffers change: re-read them at the next step
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return (

@@ -13,7 +13,7 @@ from ..validation import check_bool, check_non_negative_float, check_positive_in
 __all__ = ["PosteriorConsistencyPlugin"]
 
 
-class PosteriorConsistencyPlugin(SupervisedPlugin):
+class PosteriorConsistencyPlugin(SupervisedPlugin, supports_distributed=True):
     """Add ``consistency_weight * KL[q_student(z_d|x~) || q_teacher(z_d|x~)] + info_weight * L_I``.
 
     Callbacks:
@@ -26,6 +26,10 @@ class PosteriorConsistencyPlugin(SupervisedPlugin):
         student, which makes the decoder carry distribution identity in z_d.
         The terms are recorded in ``strategy.loss_terms`` for the non-finite
         guard.
+
+    Distributed (``supports_distributed``): both terms are per-row means on
+    the rank's shard (L_I on the rank's own prior samples), so the averaged
+    gradient is the single-process one over the union of the shards.
 
     Args:
         consistency_weight: weight of the consistency KL (0 switches it off).

@@ -11,7 +11,7 @@ from ..validation import check_bool
 __all__ = ["TeacherSwapPlugin"]
 
 
-class TeacherSwapPlugin(SupervisedPlugin):
+class TeacherSwapPlugin(SupervisedPlugin, supports_distributed=True):
     """Freeze the trained student into the teacher and start a new student from it.
 
     Callbacks:
@@ -24,6 +24,11 @@ class TeacherSwapPlugin(SupervisedPlugin):
         rebuilding the optimizer state. It runs before the first iteration of
         the experience and after the previous experience's evaluation, so the
         evaluated model is always the trained student.
+
+    Distributed (``supports_distributed``): it runs outside the training
+    epoch, on the random stream all ranks share, on a student that is
+    bit-identical across ranks, so every rank swaps at the same boundary and
+    grows z_d to the same weights (:mod:`avalanche_lvae.distributed`).
 
     The teacher is published as ``strategy.teacher`` for
     :class:`TeacherReplayPlugin` and :class:`PosteriorConsistencyPlugin`.
