@@ -89,6 +89,10 @@ class LifelongVAE(nn.Module):
         discrete_dim: initial number of values of z_d (1 for the lifelong
             model; baselines get the final number from the start).
         hidden_dim: width of the dense layers and of the classifier head.
+        conv_width: with ``arch="conv"``, the first layer's filter count;
+            Eq. 14 has 32 (default) and every layer's channels scale with it;
+            the compute scales about as its square (``benchmarks/speed.py
+            --conv-only`` measures the step time against the dense model's).
         initial_temperature: Gumbel-softmax temperature at iteration 0.
         min_temperature: the temperature is never annealed below this.
         temperature_anneal_rate: tau = max(initial * exp(-rate * iteration), min).
@@ -104,6 +108,7 @@ class LifelongVAE(nn.Module):
         continuous_dim: int = 14,
         discrete_dim: int = 1,
         hidden_dim: int = 512,
+        conv_width: int = 32,
         initial_temperature: float = 1.0,
         min_temperature: float = 0.5,
         temperature_anneal_rate: float = 3e-5,
@@ -131,11 +136,13 @@ class LifelongVAE(nn.Module):
         self.temperature_anneal_interval = check_positive_int(temperature_anneal_interval, "temperature_anneal_interval")
 
         encoder_cls, decoder_cls = _ARCHITECTURES[arch]
-        self.encoder = encoder_cls(input_shape, hidden_dim)
+        self.conv_width = check_positive_int(conv_width, "conv_width")
+        body = dict(width=self.conv_width) if arch == "conv" else {}
+        self.encoder = encoder_cls(input_shape, hidden_dim, **body)
         self.continuous_head = nn.Linear(self.encoder.out_features, 2 * continuous_dim)
         self.discrete_head = glorot_linear(self.encoder.out_features, discrete_dim)
         self.decoder_projection = LatentProjection(continuous_dim, discrete_dim, hidden_dim)
-        self.decoder = decoder_cls(input_shape, hidden_dim)
+        self.decoder = decoder_cls(input_shape, hidden_dim, **body)
         # Classifier p(y|z): z -> hidden -> classes, BatchNorm + ELU (CCL-GM code).
         self.classifier_projection = LatentProjection(continuous_dim, discrete_dim, hidden_dim)
         self.classifier = nn.Sequential(nn.BatchNorm1d(hidden_dim), ELU(), nn.Linear(hidden_dim, num_classes))
