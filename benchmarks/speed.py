@@ -21,8 +21,10 @@ on a shared machine:
 4. ``conv_vs_dense``: seconds per training step (forward, joint bound,
    backward, Adam step) on a 512-row minibatch of the conv LifelongVAE at
    ``conv_width`` 32 (LGM Eq. 14) and 8, against the dense model, measured
-   interleaved; the ratio to dense; and the five most expensive operators of
-   each conv step by ``torch.profiler``.
+   interleaved; the ratio to dense; the five most expensive operators of
+   each conv step by ``torch.profiler``; and the final test accuracy and
+   -ELBO of LifelongVAEStrategy with each model on a 2-experience permuted
+   MNIST slice (``--conv-train`` images per experience, ``--conv-epochs``).
 
 Usage::
 
@@ -286,6 +288,32 @@ def conv_vs_dense(batch_size=512, repeats=3):
     return dict(batch_size=batch_size, repeats=repeats, models=rows)
 
 
+def conv_permuted_mnist(train, epochs, batch_size=256):
+    """Final test accuracy and -ELBO (nats) of LifelongVAEStrategy with dense and conv models, 2 experiences."""
+    from avalanche.evaluation.metrics import accuracy_metrics
+    from avalanche_lvae.metrics import neg_elbo_metrics
+    stream = permuted_mnist(n_experiences=2, max_train_per_experience=train, max_test_per_experience=1000)
+    rows = {}
+    for name, kwargs in [("dense", {})] + [(f"conv_w{w}", dict(arch="conv", conv_width=w)) for w in CONV_WIDTHS[1:]]:
+        RNGManager.set_random_seeds(0)
+        model = LifelongVAE(**kwargs)
+        strategy = LifelongVAEStrategy(
+            model=model, optimizer=torch.optim.Adam(model.parameters(), 1e-3), train_mb_size=batch_size,
+            train_epochs=epochs, eval_mb_size=500,
+            evaluator=EvaluationPlugin(accuracy_metrics(stream=True), neg_elbo_metrics(experience=False), loggers=[]))
+        start = time.perf_counter()
+        for experience in stream.train_stream:
+            strategy.train(experience)
+        seconds = time.perf_counter() - start
+        metrics = strategy.eval(stream.test_stream)
+        pick = lambda prefix: next(v for k, v in metrics.items() if k.startswith(prefix))  # noqa: E731
+        rows[name] = dict(accuracy=pick("Top1_Acc_Stream"), neg_elbo=pick("NegELBO_Stream"), train_seconds=seconds)
+        print(f"  {name:8s} accuracy {rows[name]['accuracy']:.3f}  -ELBO {rows[name]['neg_elbo']:.1f} nats  "
+              f"({seconds:.0f}s)", flush=True)
+    return dict(train_per_experience=train, test_per_experience=1000, epochs=epochs, batch_size=batch_size,
+                strategy="LifelongVAEStrategy defaults, JointBoundLoss()", seed=0, models=rows)
+
+
 def _write(payload, output):
     os.makedirs(os.path.dirname(output), exist_ok=True)
     tmp = output + ".tmp"
@@ -293,6 +321,14 @@ def _write(payload, output):
         json.dump(payload, f, indent=2)
     os.replace(tmp, output)
     print(f"wrote {output}")
+
+
+def _conv_part(args, repeats, command):
+    print("\ntraining step, 512 rows:")
+    conv = dict(conv_vs_dense(repeats=repeats), command=command, torch_threads=torch.get_num_threads())
+    print(f"2-experience permuted MNIST, {args.conv_train} images per experience, {args.conv_epochs} epoch(s):")
+    conv["permuted_mnist"] = conv_permuted_mnist(args.conv_train, args.conv_epochs)
+    return conv
 
 
 def main(argv=None):
@@ -304,13 +340,15 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="lockstep runs; figures are their medians")
     parser.add_argument("--output", default=RESULTS)
     parser.add_argument("--conv-only", action="store_true",
-                        help="only the conv-vs-dense step times; updates that entry of --output in place")
+                        help="only the conv-vs-dense part (4.); updates that entry of --output in place")
+    parser.add_argument("--conv-train", type=int, default=6000, help="training images per experience in 4.")
+    parser.add_argument("--conv-epochs", type=int, default=3)
     args = parser.parse_args(argv)
     command = " ".join(["python benchmarks/speed.py"] + list(sys.argv[1:] if argv is None else argv))
+    if args.quick:
+        args.conv_train, args.conv_epochs = 512, 1
     if args.conv_only:
-        print("training step, 512 rows:")
-        conv = dict(conv_vs_dense(repeats=1 if args.quick else args.repeats), command=command,
-                    torch_threads=torch.get_num_threads())
+        conv = _conv_part(args, 1 if args.quick else args.repeats, command)
         payload = {}
         if os.path.exists(args.output):
             with open(args.output) as f:
@@ -345,8 +383,7 @@ def main(argv=None):
     print(f"\nRSS after experience 1..10 (MiB): {', '.join(f'{v:.0f}' for v in rss)}; "
           f"z_d parameter growth {memory['zd_parameter_growth_mb']:.3f} MiB")
 
-    print("\ntraining step, 512 rows:")
-    conv = dict(conv_vs_dense(repeats=repeats), command=command, torch_threads=torch.get_num_threads())
+    conv = _conv_part(args, repeats, command)
     payload = dict(command=command,
                    torch_threads=torch.get_num_threads(), matmul_peak_gflops=peak,
                    loader_seconds_per_pass=loading, interleaved=True, batch_size=args.batch_size, epochs=args.epochs,

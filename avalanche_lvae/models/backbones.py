@@ -147,10 +147,10 @@ class ConvDecoder(nn.Module):
 
     def __init__(self, input_shape: Sequence[int], hidden_dim: int, width: int = PAPER_CONV_WIDTH):
         super().__init__()
-        channels, height, width = input_shape
-        if height > self.OUTPUT_SIZE or width > self.OUTPUT_SIZE:
+        channels, height, image_width = input_shape
+        if height > self.OUTPUT_SIZE or image_width > self.OUTPUT_SIZE:
             raise ValueError(
-                f"arch='conv' supports images up to {self.OUTPUT_SIZE}x{self.OUTPUT_SIZE}, got {height}x{width}; "
+                f"arch='conv' supports images up to {self.OUTPUT_SIZE}x{self.OUTPUT_SIZE}, got {height}x{image_width}; "
                 "resize the data or use arch='dense'."
             )
         self.input_shape = tuple(input_shape)
@@ -162,7 +162,7 @@ class ConvDecoder(nn.Module):
         layers.append(nn.ConvTranspose2d(previous, channels, 1))
         self.net = nn.Sequential(*layers).to(memory_format=torch.channels_last)
         self._top = (self.OUTPUT_SIZE - height) // 2
-        self._left = (self.OUTPUT_SIZE - width) // 2
+        self._left = (self.OUTPUT_SIZE - image_width) // 2
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         logits = self.net(_channels_last(h.view(h.shape[0], -1, 1, 1)))
