@@ -114,9 +114,13 @@ def main(argv=None):
     runs = []
     for arch in args.archs:
         for world in args.processes:
+            load = os.getloadavg()[0]
             result = measure(arch, world, args)
+            # other processes on the machine take cores from the ranks: the 1-minute
+            # load average before and after each run says how busy it was
             runs.append(dict(arch=arch, world_size=world, precision="fp32", device="cpu",
-                             threads_per_process=1, **result))
+                             threads_per_process=1, load_average_before=load,
+                             load_average_after=os.getloadavg()[0], **result))
             print(f"{arch:8s} {world} process(es): " + ", ".join(
                 f"exp {i}: {s:.1f}s, {r:.0f} real samples/s"
                 for i, (s, r) in enumerate(zip(result["seconds_per_experience"], result["real_samples_per_second"]))),
