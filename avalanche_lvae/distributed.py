@@ -26,12 +26,14 @@ through the functions below; in a single process each of them is a no-op.
   without SyncBatchNorm); the running statistics are averaged across ranks
   at the end of every epoch (:func:`sync_buffers`), so evaluation and the
   teacher copied from the student are the same on every rank.
+- The non-finite guard's checks are collective (:func:`merge_across_ranks`):
+  every rank raises the same ``NonFiniteLossError`` at the same iteration.
 - :func:`replica_digest` hashes a model's weights and buffers, to compare ranks.
 """
 
 import contextlib
 import hashlib
-from typing import Iterator, List
+from typing import Dict, Iterator, List, Tuple
 
 import torch
 import torch.distributed as dist
@@ -47,6 +49,7 @@ __all__ = [
     "shared_random_stream",
     "average_gradients",
     "sync_buffers",
+    "merge_across_ranks",
     "replica_digest",
     "check_replicas_identical",
 ]
@@ -148,6 +151,17 @@ def sync_buffers(model: nn.Module) -> None:
         if isinstance(module, _BatchNorm) and module.track_running_stats and module.running_mean is not None:
             stats += [module.running_mean, module.running_var]
     _flat_all_reduce_mean(stats)
+
+
+def merge_across_ranks(tripped: List[Tuple[str, int]]) -> List[Tuple[str, int]]:
+    """Union of every rank's ``(name, first iteration)`` records, earliest first (one collective when distributed)."""
+    if not DistributedHelper.is_distributed:
+        return tripped
+    first: Dict[str, int] = {}
+    for records in DistributedHelper.gather_all_objects(tripped):
+        for name, iteration in records:
+            first[name] = min(iteration, first.get(name, iteration))
+    return sorted(first.items(), key=lambda item: item[1])
 
 
 def replica_digest(model: nn.Module) -> str:

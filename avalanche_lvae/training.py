@@ -245,7 +245,10 @@ class LVAETemplateMixin:
 
         ``updated``: whether the current iteration's update has been applied.
         """
-        tripped = self._finite_monitor.tripped()
+        # Under torchrun every rank checks at the same iteration and learns what
+        # any rank found: a rank raising alone would leave the others waiting
+        # in the next gradient all-reduce.
+        tripped = distributed.merge_across_ranks(self._finite_monitor.tripped())
         if not tripped:
             return
         self._finite_monitor.reset()
