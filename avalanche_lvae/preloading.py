@@ -15,7 +15,10 @@ tensors, and a minibatch is one indexing operation. (Reading the data is
 one ``DataLoader`` pass, hence one more draw at construction: the LVAE
 templates validate the data on that pass, and make the same single pass to
 validate them under Avalanche's loader, so a seeded run trains bit-identically
-with either loader.) It is used only when
+with either loader.) Under ``torchrun`` its
+samplers shard every epoch by rank exactly as Avalanche's do
+(``DistributedSampler``), with a fresh shuffle each epoch, identical on every
+rank (see ``shuffle_seed``). It is used only when
 :func:`is_tensor_backed` proves that every item is a fixed function of its
 index (``TensorDataset`` leaves, no transform in the active group); any
 dataset with transforms, e.g. random augmentation, keeps Avalanche's loader.
@@ -27,7 +30,7 @@ from typing import List
 import torch
 from avalanche.benchmarks.utils.data_loader import TaskBalancedDataLoader
 from avalanche.benchmarks.utils.transforms import TupleTransform
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 # Avalanche's private names are looked up there, on use (the module imports nothing at load time).
 from . import avalanche_internals
@@ -108,16 +111,26 @@ class PreloadedTaskBalancedDataLoader(avalanche_internals.BatchSamplerLoaderHook
     ``ConcatDataset`` Avalanche would index, so the batch sampler's indices
     address the same items. Only valid for :func:`is_tensor_backed` data.
 
+    Args:
+        shuffle_seed: seed of the ``DistributedSampler`` shuffles when
+            distributed (epoch ``e`` uses ``set_epoch(e)``, as
+            ``DistributedSampler`` prescribes); pass the same value on every
+            rank (the LVAE templates draw it from the shared random stream).
+            Avalanche's own loader rebuilds its samplers at epoch 0 with seed 0
+            every epoch, i.e. the same order every epoch and experience.
+            Unused in a single process.
+
     Attributes:
         tensors: the experience's items, one tensor per field ``[x, y, task label]``.
     """
 
-    def __init__(self, data, **kwargs):
+    def __init__(self, data, shuffle_seed: int = 0, **kwargs):
         if not is_tensor_backed(data):
             raise ValueError(
                 "PreloadedTaskBalancedDataLoader needs tensor-backed data without transforms "
                 "(see is_tensor_backed); use avalanche's TaskBalancedDataLoader for this dataset."
             )
+        self.shuffle_seed, self._epoch = int(shuffle_seed), 0
         super().__init__(data, **kwargs)
         per_task = [read_tensors(task_data) for task_data in self.datasets]
         self.tensors = [torch.cat(field) for field in zip(*per_task)]
@@ -126,3 +139,14 @@ class PreloadedTaskBalancedDataLoader(avalanche_internals.BatchSamplerLoaderHook
         """The epoch's loader: Avalanche's batch sampler over the pre-loaded tensors."""
         args = dict(self.loader_kwargs, collate_fn=_already_collated)
         return avalanche_internals.loader_from_batch_sampler(_IndexedTensors(*self.tensors), batch_sampler, args)
+
+    def _create_samplers(self, datasets, batch_sizes, distributed_sampling, loader_kwargs):
+        # Called once per epoch (per iteration over the loader).
+        samplers = super()._create_samplers(datasets, batch_sizes, distributed_sampling, loader_kwargs)
+        for batch_sampler in samplers:
+            sampler = getattr(batch_sampler, "sampler", None)
+            if isinstance(sampler, DistributedSampler):
+                sampler.seed = self.shuffle_seed
+                sampler.set_epoch(self._epoch)
+        self._epoch += 1
+        return samplers

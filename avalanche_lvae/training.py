@@ -8,8 +8,16 @@ model's dataclass output:
   every Avalanche metric and logger reads accuracy unchanged;
 - ``criterion`` is the negative joint bound (:class:`~avalanche_lvae.losses.JointBoundLoss`),
   weighted per sample when the replay plugin asks for it;
-- ``backward`` refuses a non-finite loss and names the term that caused it
-  before any weight is touched;
+- the training step reads nothing back from the device: the encoder's
+  outputs and every loss term are recorded by a
+  :class:`~avalanche_lvae.validation.FiniteMonitor`, read every
+  ``non_finite_check_interval`` iterations (before that iteration's update)
+  and at the end of every epoch; a non-finite value raises
+  :class:`NonFiniteLossError` naming the term and the iteration it first
+  appeared at;
+- under ``torchrun`` (Avalanche's ``DistributedHelper``) the gradients are
+  averaged across processes before every update and the replicas are kept
+  identical (:mod:`avalanche_lvae.distributed`);
 - ``optimizer_step`` anneals the Gumbel-softmax temperature;
 - before each training experience the data are checked (pixel range, shape,
   labels) so that a wrong transform fails at once, not as a NaN mid-epoch.
@@ -18,6 +26,7 @@ model's dataclass output:
 ``Cumulative`` with the mixin: the papers' vae-cl and upto-vae baselines.
 """
 
+import math
 from typing import Dict, Optional
 
 import torch
@@ -25,10 +34,11 @@ from avalanche.training.supervised import Cumulative, Naive
 from torch.utils.data import DataLoader
 
 from . import avalanche_internals
+from . import distributed
 from .losses import JointBoundLoss
 from .models import LifelongVAE, LVAEOutput
 from .preloading import PreloadedTaskBalancedDataLoader, is_tensor_backed
-from .validation import check_images, check_labels
+from .validation import FiniteMonitor, check_images, check_labels, check_positive_int, deferred_checks
 
 __all__ = ["LVAETemplateMixin", "LVAENaive", "LVAECumulative", "NonFiniteLossError", "validate_experience"]
 
@@ -36,7 +46,12 @@ _VALIDATION_BATCH = 4096
 
 
 class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN or infinite loss; raised before the weights are updated."""
+    """Training produced a NaN or infinite loss term or encoder output.
+
+    Raised at the first check after it appeared (see ``non_finite_check_interval``
+    of :class:`LVAETemplateMixin`); the message names the term(s), the
+    iteration, and how many updates the student took since.
+    """
 
 
 def validate_experience(experience, model: LifelongVAE) -> None:
@@ -84,9 +99,23 @@ class LVAETemplateMixin:
         past_distributions: k, the number of distributions the teacher has
             learned (counted by ``TeacherSwapPlugin``).
         loss_terms: the named scalar terms of the current loss, for the guard.
+
+    Args:
+        non_finite_check_interval: the non-finite guard reads its device flags
+            back every this many iterations, before that iteration's update,
+            and after the last iteration of every epoch (default 50; 1 checks
+            every iteration, one host sync each). Guarantee: a NaN or inf in
+            an encoder output or a loss term raises :class:`NonFiniteLossError`
+            at the next check, naming the term and the iteration it first
+            appeared at; the student may have taken up to
+            ``non_finite_check_interval - 1`` updates from non-finite
+            gradients by then (none with 1), but the teacher (copied at an
+            experience boundary, after the end-of-epoch check) and anything a
+            plugin saves after an epoch or experience (checkpoints, metrics)
+            never hold weights from a non-finite step.
     """
 
-    def __init__(self, *, model: LifelongVAE, criterion=None, **kwargs):
+    def __init__(self, *, model: LifelongVAE, criterion=None, non_finite_check_interval: int = 50, **kwargs):
         if not isinstance(model, LifelongVAE):
             raise ValueError(
                 f"{type(self).__name__} trains an avalanche_lvae.LifelongVAE, got {type(model).__name__}; "
@@ -99,6 +128,8 @@ class LVAETemplateMixin:
         self.teacher: Optional[LifelongVAE] = None
         self.past_distributions = 0
         self.loss_terms: Dict[str, torch.Tensor] = {}
+        self.non_finite_check_interval = check_positive_int(non_finite_check_interval, "non_finite_check_interval")
+        self._finite_monitor = FiniteMonitor()
         super().__init__(model=model, criterion=criterion or JointBoundLoss(), **kwargs)
 
     def _unpack_minibatch(self):
@@ -107,6 +138,39 @@ class LVAETemplateMixin:
         self.mb_sample_weights = None
         self.mb_reconstruction_targets = None
         self.replay_batch = None
+        self._finite_monitor.iteration = self.clock.train_exp_iterations
+
+    def training_epoch(self, **kwargs):
+        """Avalanche's epoch with host-sync-free checks, then the end-of-epoch non-finite check.
+
+        Under ``torchrun`` the epoch draws its random numbers (replay, the
+        reparameterisation noise, L_I's prior samples) from a stream that
+        depends on the rank, so the processes do not replay the same images;
+        everything outside the epoch (initialisation, z_d growth, evaluation)
+        stays on the stream shared by all ranks.
+        """
+        with distributed.rank_random_stream(self.device), deferred_checks(self._finite_monitor):
+            super().training_epoch(**kwargs)
+        self._raise_if_non_finite(updated=True)
+        distributed.sync_buffers(self.model)
+
+    def eval(self, *args, **kwargs):
+        # An evaluation started inside a training epoch (Avalanche's periodic
+        # eval) checks its inputs immediately again, with the shared random stream.
+        with deferred_checks(None), distributed.shared_random_stream():
+            return super().eval(*args, **kwargs)
+
+    def make_eval_dataloader(self, **kwargs):
+        """Avalanche's evaluation loader, over the whole experience on every rank.
+
+        Avalanche's loader would shard the test data by rank (``DistributedSampler``)
+        and each rank's metrics would then describe a different shard; the
+        replicas are identical, so every rank evaluates all of it and reports
+        the same figures (only rank 0 should log or write them).
+        """
+        super().make_eval_dataloader(**kwargs)
+        if hasattr(self.dataloader, "distributed_sampling"):
+            self.dataloader.distributed_sampling = False
 
     def make_train_dataloader(
         self, num_workers=0, shuffle=True, pin_memory=None, persistent_workers=False, drop_last=False, **kwargs
@@ -127,7 +191,8 @@ class LVAETemplateMixin:
         # BatchNorm cannot normalise a minibatch of one image in training mode
         # (torch raises "Expected more than 1 value per channel"): when the
         # data leave a last minibatch of exactly one image, drop it.
-        if not drop_last and len(data) > 1 and len(data) % self.train_mb_size == 1:
+        local_size = math.ceil(len(data) / distributed.world_size())  # a rank's shard (DistributedSampler)
+        if not drop_last and local_size > 1 and local_size % self.train_mb_size == 1:
             drop_last = True
         loader_args = dict(num_workers=num_workers, shuffle=shuffle, pin_memory=pin_memory,
                            persistent_workers=persistent_workers, drop_last=drop_last)
@@ -138,6 +203,7 @@ class LVAETemplateMixin:
         self.dataloader = PreloadedTaskBalancedDataLoader(
             data,
             oversample_small_groups=True,
+            shuffle_seed=distributed.shared_seed() if distributed.world_size() > 1 else 0,
             **avalanche_internals.common_dataloader_parameters(self, batch_size=self.train_mb_size, **loader_args),
         )
         _check_batch(self.dataloader.tensors, self.model, self.experience)
@@ -146,12 +212,7 @@ class LVAETemplateMixin:
         # At evaluation the reconstruction is sampled from q(z|x), so the logged
         # loss is a proper single-sample estimate of the negative joint bound;
         # the class logits always use the posterior mode.
-        try:
-            self.lvae_output = self.model(self.mb_x, sample=True)
-        except FloatingPointError as error:
-            if not self.is_training or isinstance(error, NonFiniteLossError):
-                raise
-            raise NonFiniteLossError(self._non_finite_message(str(error))) from error
+        self.lvae_output = self.model(self.mb_x, sample=True)
         return self.lvae_output.class_logits
 
     def criterion(self):
@@ -168,26 +229,49 @@ class LVAETemplateMixin:
         return loss
 
     def backward(self):
-        if not torch.isfinite(self.loss):
-            raise NonFiniteLossError(self._non_finite_message())
+        # Recorded on the device (no sync); read back every
+        # non_finite_check_interval iterations, before this iteration's update.
+        monitor = self._finite_monitor
+        for name, value in self.loss_terms.items():
+            monitor.record(name, value)
+        monitor.record("total loss", self.loss)
+        if (self.clock.train_exp_iterations + 1) % self.non_finite_check_interval == 0:
+            self._raise_if_non_finite(updated=False)
         super().backward()
 
     def optimizer_step(self):
+        distributed.average_gradients(self.model)
         super().optimizer_step()
         self.model.step_temperature()
 
-    def _non_finite_message(self, cause: Optional[str] = None) -> str:
-        if cause is None:
-            bad = [name for name, value in self.loss_terms.items() if not torch.isfinite(value).all()]
-            cause = f"loss term(s) {', '.join(bad)}" if bad else f"the total loss ({self.loss.item()})"
-            cause += " went non-finite"
-        where = (
-            f"experience {self.experience.current_experience}, "
-            f"iteration {self.clock.train_exp_iterations} of that experience"
-        )
-        return (
-            f"non-finite loss at {where}: {cause}. Training stopped before the update, "
-            "so the teacher and the last checkpoint are unchanged. Lower the learning rate or check the data."
+    def _raise_if_non_finite(self, updated: bool) -> None:
+        """Read the monitor (one sync) and raise :class:`NonFiniteLossError` if anything tripped.
+
+        ``updated``: whether the current iteration's update has been applied.
+        """
+        # Under torchrun every rank checks at the same iteration and learns what
+        # any rank found: a rank raising alone would leave the others waiting
+        # in the next gradient all-reduce.
+        tripped = distributed.merge_across_ranks(self._finite_monitor.tripped())
+        if not tripped:
+            return
+        self._finite_monitor.reset()
+        first = tripped[0][1]
+        names = ", ".join(name for name, iteration in tripped if iteration == first)
+        now = self._finite_monitor.iteration
+        updates = now - first + (1 if updated else 0)
+        if updates == 0:
+            state = "Training stopped before its update, so the student, the teacher and the last checkpoint are unchanged."
+        else:
+            state = (
+                f"Detected at iteration {now} (checks every {self.non_finite_check_interval} iterations and at the "
+                f"end of each epoch): the student took {updates} update(s) since and is unusable, but the teacher "
+                "and the last checkpoint hold no weights from a non-finite step. "
+                "non_finite_check_interval=1 stops before the first such update."
+            )
+        raise NonFiniteLossError(
+            f"non-finite loss at experience {self.experience.current_experience}, iteration {first} of that "
+            f"experience: {names} went non-finite. {state} Lower the learning rate or check the data."
         )
 
 

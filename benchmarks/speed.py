@@ -18,11 +18,19 @@ on a shared machine:
    by ``torch.utils.flop_counter``) against a plain ``torch.matmul`` peak
    measured in the same run.
 3. Peak and current RSS after each of 10 experiences of ``lvae``.
+4. ``conv_vs_dense``: seconds per training step (forward, joint bound,
+   backward, Adam step) on a 512-row minibatch of the conv LifelongVAE at
+   ``conv_width`` 32 (LGM Eq. 14) and 8, against the dense model, measured
+   interleaved; the ratio to dense; the five most expensive operators of
+   each conv step by ``torch.profiler``; and the final test accuracy and
+   -ELBO of LifelongVAEStrategy with each model on a 2-experience permuted
+   MNIST slice (``--conv-train`` images per experience, ``--conv-epochs``).
 
 Usage::
 
     python benchmarks/speed.py             # writes benchmarks/results/speed.json
     python benchmarks/speed.py --quick     # a smoke run (small slices)
+    python benchmarks/speed.py --conv-only # only part 4, updating speed.json in place
 """
 
 import argparse
@@ -42,10 +50,11 @@ from avalanche.models import SimpleMLP
 from avalanche.training import GenerativeReplay
 from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import EvaluationPlugin
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from avalanche_lvae import LifelongVAE, LifelongVAEStrategy, LVAENaive  # noqa: E402
+from avalanche_lvae import JointBoundLoss, LifelongVAE, LifelongVAEStrategy, LVAENaive  # noqa: E402
 from avalanche_lvae.preloading import PreloadedTaskBalancedDataLoader  # noqa: E402
 from avalanche_lvae.streams import permuted_mnist  # noqa: E402
 
@@ -230,6 +239,98 @@ def memory_over_experiences(n_experiences, max_train, batch_size):
     return dict(per_experience=records, zd_parameter_growth_mb=growth_mb)
 
 
+CONV_WIDTHS = (32, 8)
+
+
+def _training_step(model, x, y):
+    """One closure running a full training step of ``model`` on (x, y)."""
+    optimizer, criterion = torch.optim.Adam(model.parameters(), 1e-3), JointBoundLoss()
+
+    def step():
+        optimizer.zero_grad()
+        criterion(model(x), y).backward()
+        optimizer.step()
+    return step
+
+
+def conv_vs_dense(batch_size=512, repeats=3):
+    """Seconds per training step of the conv LifelongVAE (per ``CONV_WIDTHS``) and of the dense one.
+
+    The models step in turn, ``repeats`` rounds, so that load changes hit all
+    alike; each figure is the median over the rounds. Also profiles one step
+    of each conv width (top 5 operators by self CPU time).
+    """
+    torch.manual_seed(0)
+    x, y = torch.rand(batch_size, 1, 28, 28), torch.randint(0, 10, (batch_size,))
+    models = {"dense": LifelongVAE()}
+    models.update({f"conv_w{w}": LifelongVAE(arch="conv", conv_width=w) for w in CONV_WIDTHS})
+    steps = {name: _training_step(model, x, y) for name, model in models.items()}
+    for step in steps.values():  # warm-up (allocations, oneDNN primitive creation)
+        step()
+    seconds = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            seconds[name].append(time.perf_counter() - start)
+    dense = statistics.median(seconds["dense"])
+    rows = {}
+    for name, model in models.items():
+        median = statistics.median(seconds[name])
+        rows[name] = dict(seconds_per_step=median, ratio_to_dense=median / dense, all_seconds=seconds[name],
+                          parameters=sum(p.numel() for p in model.parameters()))
+        if name != "dense":
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                steps[name]()
+            top = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:5]
+            rows[name]["profile_top5_self_cpu_ms"] = {e.key: e.self_cpu_time_total / 1e3 for e in top}
+        print(f"  {name:8s} {median * 1e3:8.1f} ms/step  {median / dense:6.1f}x dense", flush=True)
+    return dict(batch_size=batch_size, repeats=repeats, models=rows)
+
+
+def conv_permuted_mnist(train, epochs, batch_size=256):
+    """Final test accuracy and -ELBO (nats) of LifelongVAEStrategy with dense and conv models, 2 experiences."""
+    from avalanche.evaluation.metrics import accuracy_metrics
+    from avalanche_lvae.metrics import neg_elbo_metrics
+    stream = permuted_mnist(n_experiences=2, max_train_per_experience=train, max_test_per_experience=1000)
+    rows = {}
+    for name, kwargs in [("dense", {})] + [(f"conv_w{w}", dict(arch="conv", conv_width=w)) for w in CONV_WIDTHS[1:]]:
+        RNGManager.set_random_seeds(0)
+        model = LifelongVAE(**kwargs)
+        strategy = LifelongVAEStrategy(
+            model=model, optimizer=torch.optim.Adam(model.parameters(), 1e-3), train_mb_size=batch_size,
+            train_epochs=epochs, eval_mb_size=500,
+            evaluator=EvaluationPlugin(accuracy_metrics(stream=True), neg_elbo_metrics(experience=False), loggers=[]))
+        start = time.perf_counter()
+        for experience in stream.train_stream:
+            strategy.train(experience)
+        seconds = time.perf_counter() - start
+        metrics = strategy.eval(stream.test_stream)
+        pick = lambda prefix: next(v for k, v in metrics.items() if k.startswith(prefix))  # noqa: E731
+        rows[name] = dict(accuracy=pick("Top1_Acc_Stream"), neg_elbo=pick("NegELBO_Stream"), train_seconds=seconds)
+        print(f"  {name:8s} accuracy {rows[name]['accuracy']:.3f}  -ELBO {rows[name]['neg_elbo']:.1f} nats  "
+              f"({seconds:.0f}s)", flush=True)
+    return dict(train_per_experience=train, test_per_experience=1000, epochs=epochs, batch_size=batch_size,
+                strategy="LifelongVAEStrategy defaults, JointBoundLoss()", seed=0, models=rows)
+
+
+def _write(payload, output):
+    os.makedirs(os.path.dirname(output), exist_ok=True)
+    tmp = output + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=2)
+    os.replace(tmp, output)
+    print(f"wrote {output}")
+
+
+def _conv_part(args, repeats, command):
+    print("\ntraining step, 512 rows:")
+    conv = dict(conv_vs_dense(repeats=repeats), command=command, torch_threads=torch.get_num_threads())
+    print(f"2-experience permuted MNIST, {args.conv_train} images per experience, {args.conv_epochs} epoch(s):")
+    conv["permuted_mnist"] = conv_permuted_mnist(args.conv_train, args.conv_epochs)
+    return conv
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small slices, for a smoke run")
@@ -238,7 +339,23 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3, help="lockstep runs; figures are their medians")
     parser.add_argument("--output", default=RESULTS)
+    parser.add_argument("--conv-only", action="store_true",
+                        help="only the conv-vs-dense part (4.); updates that entry of --output in place")
+    parser.add_argument("--conv-train", type=int, default=6000, help="training images per experience in 4.")
+    parser.add_argument("--conv-epochs", type=int, default=3)
     args = parser.parse_args(argv)
+    command = " ".join(["python benchmarks/speed.py"] + list(sys.argv[1:] if argv is None else argv))
+    if args.quick:
+        args.conv_train, args.conv_epochs = 512, 1
+    if args.conv_only:
+        conv = _conv_part(args, 1 if args.quick else args.repeats, command)
+        payload = {}
+        if os.path.exists(args.output):
+            with open(args.output) as f:
+                payload = json.load(f)
+        payload["conv_vs_dense"] = conv
+        _write(payload, args.output)
+        return
     max_train = 1024 if args.quick else args.max_train_per_experience
     stream = permuted_mnist(n_experiences=5, max_train_per_experience=max_train, max_test_per_experience=100)
 
@@ -266,17 +383,13 @@ def main(argv=None):
     print(f"\nRSS after experience 1..10 (MiB): {', '.join(f'{v:.0f}' for v in rss)}; "
           f"z_d parameter growth {memory['zd_parameter_growth_mb']:.3f} MiB")
 
-    payload = dict(command=" ".join(["python benchmarks/speed.py"] + list(sys.argv[1:] if argv is None else argv)),
+    conv = _conv_part(args, repeats, command)
+    payload = dict(command=command,
                    torch_threads=torch.get_num_threads(), matmul_peak_gflops=peak,
                    loader_seconds_per_pass=loading, interleaved=True, batch_size=args.batch_size, epochs=args.epochs,
                    repeats=repeats,
-                   max_train_per_experience=max_train, strategies=rows, memory=memory)
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    tmp = args.output + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, args.output)
-    print(f"wrote {args.output}")
+                   max_train_per_experience=max_train, strategies=rows, memory=memory, conv_vs_dense=conv)
+    _write(payload, args.output)
 
 
 if __name__ == "__main__":

@@ -197,3 +197,19 @@ def test_fast_elu_equals_torch_elu_in_value_and_gradient():
     y_ref.sum().backward()
     assert torch.allclose(x.grad, reference.grad, atol=1e-6, rtol=0)
     assert torch.autograd.gradcheck(ELU(), (torch.randn(16, 5, dtype=torch.float64, requires_grad=True),))
+
+
+def test_conv_width_scales_the_channels_of_eq14():
+    def channels(model, kind):
+        return [m.out_channels for m in model.modules() if type(m) is kind]
+
+    paper = LifelongVAE(arch="conv", hidden_dim=512)  # LGM App. 9.3, Eq. 14
+    assert channels(paper.encoder, torch.nn.Conv2d) == [32, 64, 128, 256, 512, 512]
+    assert channels(paper.decoder, torch.nn.ConvTranspose2d) == [256, 128, 64, 32, 32, 1]
+    narrow = LifelongVAE(arch="conv", hidden_dim=512, conv_width=8)
+    assert channels(narrow.encoder, torch.nn.Conv2d) == [8, 16, 32, 64, 128, 512]
+    assert channels(narrow.decoder, torch.nn.ConvTranspose2d) == [64, 32, 16, 8, 8, 1]
+    out = narrow(torch.rand(3, 1, 28, 28))
+    assert out.reconstruction_logits.shape == (3, 1, 28, 28) and torch.isfinite(out.reconstruction_logits).all()
+    with pytest.raises(ValueError, match="conv_width"):
+        LifelongVAE(arch="conv", conv_width=0)

@@ -96,55 +96,75 @@ def _groups(channels: int) -> int:
     return 8 if channels % 8 == 0 else 1
 
 
+PAPER_CONV_WIDTH = 32
+
+
+def _scaled(layers, width: int):
+    # Eq. 14's channel counts are multiples of its first layer's 32 filters
+    # (the authors' code exposes that base as ``filter_depth``); ``width``
+    # replaces the 32 and scales every layer alike.
+    return tuple((max(1, out * width // PAPER_CONV_WIDTH), kernel, stride) for out, kernel, stride in layers)
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    # oneDNN's convolutions run faster on NHWC than on NCHW on CPU (benchmarks/speed.py --conv-only).
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 class ConvEncoder(nn.Module):
     """The convolutional encoder of LGM App. 9.3, Eq. 14 ``[out, kernel, stride]``:
-    [32,5,1] [64,4,2] [128,4,1] [256,4,2] [512,1,1] [512,1,1], GroupNorm + ELU between."""
+    [32,5,1] [64,4,2] [128,4,1] [256,4,2] [512,1,1] [512,1,1], GroupNorm + ELU between.
+
+    ``width`` is the first layer's filter count (32 in Eq. 14); every layer's
+    channels scale with it. Activations and weights are kept channels-last.
+    """
 
     _LAYERS: Tuple[Tuple[int, int, int], ...] = ((32, 5, 1), (64, 4, 2), (128, 4, 1), (256, 4, 2), (512, 1, 1))
 
-    def __init__(self, input_shape: Sequence[int], hidden_dim: int):
+    def __init__(self, input_shape: Sequence[int], hidden_dim: int, width: int = PAPER_CONV_WIDTH):
         super().__init__()
         channels, layers = input_shape[0], []
-        for out, kernel, stride in self._LAYERS:
+        for out, kernel, stride in _scaled(self._LAYERS, width):
             layers.append(_conv_block(nn.Conv2d(channels, out, kernel, stride), out))
             channels = out
         layers += [nn.Conv2d(channels, hidden_dim, 1), nn.Flatten()]
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*layers).to(memory_format=torch.channels_last)
         with torch.no_grad():
-            self.out_features = self.net(torch.zeros(1, *input_shape)).shape[1]
+            self.out_features = self.net(_channels_last(torch.zeros(1, *input_shape))).shape[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(_channels_last(x))
 
 
 class ConvDecoder(nn.Module):
     """The transposed-convolution decoder of LGM App. 9.3, Eq. 14: from a 1x1 map,
     [256,4,1] [128,4,2] [64,4,1] [32,4,2] [32,5,1] [C,1,1], which yields 32x32;
-    28x28 inputs are centre-cropped from it."""
+    28x28 inputs are centre-cropped from it. ``width`` scales the channels as
+    in :class:`ConvEncoder`."""
 
     _LAYERS: Tuple[Tuple[int, int, int], ...] = ((256, 4, 1), (128, 4, 2), (64, 4, 1), (32, 4, 2), (32, 5, 1))
     OUTPUT_SIZE = 32
 
-    def __init__(self, input_shape: Sequence[int], hidden_dim: int):
+    def __init__(self, input_shape: Sequence[int], hidden_dim: int, width: int = PAPER_CONV_WIDTH):
         super().__init__()
-        channels, height, width = input_shape
-        if height > self.OUTPUT_SIZE or width > self.OUTPUT_SIZE:
+        channels, height, image_width = input_shape
+        if height > self.OUTPUT_SIZE or image_width > self.OUTPUT_SIZE:
             raise ValueError(
-                f"arch='conv' supports images up to {self.OUTPUT_SIZE}x{self.OUTPUT_SIZE}, got {height}x{width}; "
+                f"arch='conv' supports images up to {self.OUTPUT_SIZE}x{self.OUTPUT_SIZE}, got {height}x{image_width}; "
                 "resize the data or use arch='dense'."
             )
         self.input_shape = tuple(input_shape)
         self.in_features = hidden_dim
         layers, previous = [nn.GroupNorm(_groups(hidden_dim), hidden_dim), ELU()], hidden_dim
-        for out, kernel, stride in self._LAYERS:
+        for out, kernel, stride in _scaled(self._LAYERS, width):
             layers.append(_conv_block(nn.ConvTranspose2d(previous, out, kernel, stride), out))
             previous = out
         layers.append(nn.ConvTranspose2d(previous, channels, 1))
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*layers).to(memory_format=torch.channels_last)
         self._top = (self.OUTPUT_SIZE - height) // 2
-        self._left = (self.OUTPUT_SIZE - width) // 2
+        self._left = (self.OUTPUT_SIZE - image_width) // 2
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        logits = self.net(h.view(h.shape[0], -1, 1, 1))
+        logits = self.net(_channels_last(h.view(h.shape[0], -1, 1, 1)))
         _, height, width = self.input_shape
         return logits[:, :, self._top : self._top + height, self._left : self._left + width]

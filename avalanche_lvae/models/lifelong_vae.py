@@ -22,7 +22,13 @@ from torch.distributions import (
     RelaxedOneHotCategorical,
 )
 
-from ..validation import check_images, check_non_negative_float, check_positive_float, check_positive_int
+from ..validation import (
+    check_finite,
+    check_images,
+    check_non_negative_float,
+    check_positive_float,
+    check_positive_int,
+)
 from .activations import ELU
 from .backbones import ConvDecoder, ConvEncoder, DenseDecoder, DenseEncoder, LatentProjection, glorot_linear
 
@@ -83,6 +89,10 @@ class LifelongVAE(nn.Module):
         discrete_dim: initial number of values of z_d (1 for the lifelong
             model; baselines get the final number from the start).
         hidden_dim: width of the dense layers and of the classifier head.
+        conv_width: with ``arch="conv"``, the first layer's filter count;
+            Eq. 14 has 32 (default) and every layer's channels scale with it;
+            the compute scales about as its square (``benchmarks/speed.py
+            --conv-only`` measures the step time against the dense model's).
         initial_temperature: Gumbel-softmax temperature at iteration 0.
         min_temperature: the temperature is never annealed below this.
         temperature_anneal_rate: tau = max(initial * exp(-rate * iteration), min).
@@ -98,6 +108,7 @@ class LifelongVAE(nn.Module):
         continuous_dim: int = 14,
         discrete_dim: int = 1,
         hidden_dim: int = 512,
+        conv_width: int = 32,
         initial_temperature: float = 1.0,
         min_temperature: float = 0.5,
         temperature_anneal_rate: float = 3e-5,
@@ -125,17 +136,21 @@ class LifelongVAE(nn.Module):
         self.temperature_anneal_interval = check_positive_int(temperature_anneal_interval, "temperature_anneal_interval")
 
         encoder_cls, decoder_cls = _ARCHITECTURES[arch]
-        self.encoder = encoder_cls(input_shape, hidden_dim)
+        self.conv_width = check_positive_int(conv_width, "conv_width")
+        body = dict(width=self.conv_width) if arch == "conv" else {}
+        self.encoder = encoder_cls(input_shape, hidden_dim, **body)
         self.continuous_head = nn.Linear(self.encoder.out_features, 2 * continuous_dim)
         self.discrete_head = glorot_linear(self.encoder.out_features, discrete_dim)
         self.decoder_projection = LatentProjection(continuous_dim, discrete_dim, hidden_dim)
-        self.decoder = decoder_cls(input_shape, hidden_dim)
+        self.decoder = decoder_cls(input_shape, hidden_dim, **body)
         # Classifier p(y|z): z -> hidden -> classes, BatchNorm + ELU (CCL-GM code).
         self.classifier_projection = LatentProjection(continuous_dim, discrete_dim, hidden_dim)
         self.classifier = nn.Sequential(nn.BatchNorm1d(hidden_dim), ELU(), nn.Linear(hidden_dim, num_classes))
         # Buffers, so that the annealing schedule survives state_dict checkpoints.
         self.register_buffer("temperature", torch.tensor(float(initial_temperature)))
         self.register_buffer("train_iterations", torch.tensor(0, dtype=torch.long))
+        self._host_iterations: Optional[int] = 0  # host mirror of the two buffers, see step_temperature
+        self._host_temperature = float(initial_temperature)
         # p(z_c | z_d = j) used for generation: N(0, I) for every j unless a
         # fitted prior was set (``set_component_prior``, an option beyond the
         # papers); buffers, so teacher copies and checkpoints carry it.
@@ -196,10 +211,12 @@ class LifelongVAE(nn.Module):
             )
         loc, scale, discrete_logits = self.encode(x)
         for name, value in (("continuous_loc", loc), ("continuous_scale", scale), ("discrete_logits", discrete_logits)):
-            if not torch.isfinite(value).all():
-                # Diverged weights (e.g. a learning rate far too large): fail here
-                # with a readable error instead of inside torch.distributions.
-                raise FloatingPointError(f"the encoder produced non-finite {name}: the weights have diverged")
+            # Diverged weights (e.g. a learning rate far too large): fail with a
+            # readable error instead of inside torch.distributions. Inside the
+            # training step (validation.deferred_checks) this is only recorded
+            # on the device and read back every few iterations by the template.
+            check_finite(f"encoder {name}", value,
+                         f"the encoder produced non-finite {name}: the weights have diverged")
         sample = self.training if sample is None else sample
         if not sample:
             z_continuous, z_discrete = loc, self._one_hot_mode(discrete_logits).to(loc.dtype)
@@ -329,12 +346,24 @@ class LifelongVAE(nn.Module):
         tau = max(initial * exp(-rate * t), min), refreshed every
         ``temperature_anneal_interval`` iterations. Returns the current tau.
         """
+        # The count is mirrored on the host so that annealing never reads the
+        # buffer back from the device (one sync per step on a GPU); the mirror
+        # is re-read from the buffer once after load_state_dict.
+        if self._host_iterations is None:
+            self._host_iterations = int(self.train_iterations)
+            self._host_temperature = float(self.temperature)
         self.train_iterations += 1
-        t = int(self.train_iterations)
+        self._host_iterations += 1
+        t = self._host_iterations
         if t % self.temperature_anneal_interval == 0:
             tau = max(self.initial_temperature * math.exp(-self.temperature_anneal_rate * t), self.min_temperature)
             self.temperature.fill_(tau)
-        return float(self.temperature)
+            self._host_temperature = tau
+        return self._host_temperature
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        self._host_iterations = None  # the buffers change: re-read them at the next step
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return (

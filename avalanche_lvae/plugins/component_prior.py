@@ -23,7 +23,7 @@ def aggregate_posterior_moments(loc: torch.Tensor, scale: torch.Tensor):
     return loc.mean(0), torch.cov(loc.T) + torch.diag(scale.pow(2).mean(0))
 
 
-class ComponentPriorPlugin(SupervisedPlugin):
+class ComponentPriorPlugin(SupervisedPlugin, supports_distributed=True):
     """After each experience, make the student generate distribution j from its own z_c region.
 
     Callbacks:
@@ -43,6 +43,10 @@ class ComponentPriorPlugin(SupervisedPlugin):
     the encoder uses for distribution j (ex-post density estimation, Ghosh et
     al. 2020) restores class-specific rows without storing any data: only a
     mean and covariance per distribution. Training losses are unchanged.
+
+    Distributed (``supports_distributed``): the fit runs after the epoch, on
+    the whole experience, with the random stream all ranks share and a
+    student identical on every rank, so every rank stores the same prior.
 
     Args:
         n_samples: teacher samples per past distribution, and at most this

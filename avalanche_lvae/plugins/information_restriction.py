@@ -11,7 +11,7 @@ from .shared import add_loss_term
 __all__ = ["InformationRestrictionPlugin"]
 
 
-class InformationRestrictionPlugin(SupervisedPlugin):
+class InformationRestrictionPlugin(SupervisedPlugin, supports_distributed=True):
     """Add ``weight * L_I`` computed on fresh prior samples of the student.
 
     Callbacks:

@@ -10,7 +10,7 @@ from .shared import add_loss_term, replayed_row_weights, student_output
 __all__ = ["PosteriorConsistencyPlugin"]
 
 
-class PosteriorConsistencyPlugin(SupervisedPlugin):
+class PosteriorConsistencyPlugin(SupervisedPlugin, supports_distributed=True):
     """Add ``consistency_weight * KL[q_student(z_d|x~) || q_teacher(z_d|x~)]`` on the replayed rows.
 
     Callbacks:
@@ -29,6 +29,10 @@ class PosteriorConsistencyPlugin(SupervisedPlugin):
     batch composition (the sum over replayed rows divided by all B rows), and
     (1 - pi)/R with loss weights. The term is not a mean over the replayed
     rows alone, which would weigh it more than the ELBO of the same rows.
+
+    Distributed (``supports_distributed``): both terms are per-row means on
+    the rank's shard (L_I on the rank's own prior samples), so the averaged
+    gradient is the single-process one over the union of the shards.
 
     Args:
         consistency_weight: weight of the consistency KL (0 switches it off).

@@ -36,7 +36,7 @@ class ReplayBatch:
     z_discrete: torch.Tensor
 
 
-class TeacherReplayPlugin(SupervisedPlugin):
+class TeacherReplayPlugin(SupervisedPlugin, supports_distributed=True):
     """Append teacher-generated samples of every past distribution to each minibatch.
 
     Callbacks:
@@ -75,6 +75,12 @@ class TeacherReplayPlugin(SupervisedPlugin):
         pass on (``LifelongVAEStrategy``, ``LVAENaive``, ``LVAECumulative``);
         under another template they would be ignored without a word, so this
         raises a ``ValueError`` instead.
+
+    Distributed (``supports_distributed``): each rank composes its own shard
+    of the minibatch, drawing its replay from the rank-dependent random stream
+    of the training epoch, so the ranks replay different images and every
+    rank's share of real rows is 1/(k+1) as in one process
+    (:mod:`avalanche_lvae.distributed`).
 
     Args:
         replay_size: replayed rows per minibatch with ``"loss_weights"``; None

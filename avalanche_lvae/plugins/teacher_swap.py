@@ -11,7 +11,7 @@ from ..validation import check_bool
 __all__ = ["TeacherSwapPlugin"]
 
 
-class TeacherSwapPlugin(SupervisedPlugin):
+class TeacherSwapPlugin(SupervisedPlugin, supports_distributed=True):
     """Freeze the trained student into the teacher and start a new student from it.
 
     Callbacks:
@@ -31,6 +31,11 @@ class TeacherSwapPlugin(SupervisedPlugin):
     :class:`TeacherReplayPlugin` and :class:`PosteriorConsistencyPlugin`) and
     ``strategy.past_distributions``, the number k of distributions the
     teacher has learned (pi = 1/(k+1) is the share of the current one).
+
+    Distributed (``supports_distributed``): it runs outside the training
+    epoch, on the random stream all ranks share, on a student that is
+    bit-identical across ranks, so every rank swaps at the same boundary and
+    grows z_d to the same weights (:mod:`avalanche_lvae.distributed`).
 
     Args:
         grow_discrete: add one z_d value per new distribution (the lifelong
