@@ -24,6 +24,10 @@ class InformationRestrictionPlugin(SupervisedPlugin, supports_distributed=True):
         encoder, the variational estimator, ascends it (gradient reversal).
         This extra pass does not update BatchNorm running statistics.
 
+    Distributed (``supports_distributed``): each rank draws its own prior
+    samples from its rank-dependent random stream, so the averaged gradient is
+    that of ``world_size`` times as many samples.
+
     Args:
         weight: lambda of LGM Eq. 10 (paper: 0.01; 0 switches it off).
         samples: prior samples per iteration; None uses ``train_mb_size // 4``

@@ -30,9 +30,9 @@ class PosteriorConsistencyPlugin(SupervisedPlugin, supports_distributed=True):
     (1 - pi)/R with loss weights. The term is not a mean over the replayed
     rows alone, which would weigh it more than the ELBO of the same rows.
 
-    Distributed (``supports_distributed``): both terms are per-row means on
-    the rank's shard (L_I on the rank's own prior samples), so the averaged
-    gradient is the single-process one over the union of the shards.
+    Distributed (``supports_distributed``): the terms are per-row means on
+    the rank's shard, so the averaged gradient is the single-process one over
+    the union of the shards.
 
     Args:
         consistency_weight: weight of the consistency KL (0 switches it off).
