@@ -149,7 +149,8 @@ def build_run_parser(prog: str, spec: StreamSpec) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed of the stream and of every strategy (re-seeded before each model is built)")
     p.add_argument("--dataset-root", default=None,
-                   help="folder holding MNIST/raw and FashionMNIST/raw; unset: $LVAE_DATA_DIR, else ../shared/datasets")
+                   help="folder holding MNIST and FashionMNIST (torchvision layout); unset: $LVAE_DATA_DIR, else the "
+                        "library's default location")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
     p.add_argument("--results-json", default=None, metavar="PATH",
                    help="write the results here (atomically, after every strategy finished)")
