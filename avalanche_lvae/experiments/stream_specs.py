@@ -77,6 +77,7 @@ STREAMS: Dict[str, StreamSpec] = {spec.name: spec for spec in (
     StreamSpec("split_fmnist", "Split FashionMNIST (LGM Exp. 5.1): class-incremental, one class per "
                "experience by default", _split_fmnist,
                n_experiences=10, epochs=10, batch_size=64, si_lambda=1.0, si_eps=0.001, reference_epochs=3),
+    # About the scale of Avalanche's generative_replay_splitMNIST.py example (batch 100, 4 epochs).
     StreamSpec("split_mnist", "Split MNIST: class-incremental, 5 experiences x 2 classes by default "
                "(as Avalanche's SplitMNIST)", _split_mnist,
                n_experiences=5, epochs=5, batch_size=128, si_lambda=1.0, si_eps=0.001, reference_epochs=3),
