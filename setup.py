@@ -22,4 +22,6 @@ setup(
     ],
     # "benchmarks": the QP solver of Avalanche's GEM, for benchmarks/leaderboard.py.
     extras_require={"test": ["pytest", "pytest-timeout"], "benchmarks": ["quadprog"]},
+    # `avalanche-lvae run <stream> [flags]`; also `python -m avalanche_lvae`.
+    entry_points={"console_scripts": ["avalanche-lvae=avalanche_lvae.experiments.cli:main"]},
 )

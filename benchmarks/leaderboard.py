@@ -55,10 +55,14 @@ import torch
 from torch.nn import CrossEntropyLoss
 from torch.optim import SGD, Adam
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _reproduce  # noqa: E402
+from avalanche_lvae.avalanche_fixes import synaptic_intelligence_weight_copies
+from avalanche_lvae.experiments.arguments import OneLineErrorParser, non_negative_int, positive_int
+from avalanche_lvae.experiments.reproduction import STREAM_SEED, command_line
+from avalanche_lvae.experiments.results import write_json_atomic
+from avalanche_lvae.experiments.runner import ACC_STREAM, FORGETTING, metric_value
+from avalanche_lvae.experiments.strategies import quiet_generator_strategy
 
-from avalanche_lvae.avalanche_fixes import synaptic_intelligence_weight_copies  # noqa: E402
+DEFAULT_OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 ENTRIES = {}
 # Shared by every entry; an entry's dict may override them, override_args may override anything.
@@ -99,7 +103,7 @@ def create_default_args(args_dict: dict, override_args=None) -> SimpleNamespace:
 def _pmnist(args):
     from avalanche_lvae.streams import permuted_mnist
 
-    return permuted_mnist(n_experiences=args.n_experiences, seed=_reproduce.STREAM_SEED,
+    return permuted_mnist(n_experiences=args.n_experiences, seed=STREAM_SEED,
                           dataset_root=args.dataset_root, max_train_per_experience=args.max_train_per_experience,
                           max_test_per_experience=args.max_test_per_experience)
 
@@ -150,15 +154,14 @@ def train_and_evaluate(strategy, benchmark, args) -> dict:
     ``final_avg_forgetting`` (``StreamForgetting``), ``train_seconds`` (inside
     ``strategy.train`` only), ``args`` and ``metrics`` (every value of the last eval).
     """
-    runner = _reproduce.example_module("_runner")
     train_seconds = 0.0
     for i, experience in enumerate(benchmark.train_stream):
         started = time.perf_counter()
         strategy.train(experience)
         train_seconds += time.perf_counter() - started
         metrics = strategy.eval(benchmark.test_stream[: i + 1])
-    return dict(final_avg_accuracy=runner._metric(metrics, runner._ACC_STREAM),
-                final_avg_forgetting=runner._metric(metrics, runner._FORGETTING),
+    return dict(final_avg_accuracy=metric_value(metrics, ACC_STREAM),
+                final_avg_forgetting=metric_value(metrics, FORGETTING),
                 train_seconds=train_seconds, args=vars(args),
                 metrics={k: float(v) for k, v in metrics.items()})
 
@@ -257,13 +260,12 @@ def agem_pmnist(override_args=None):
 
 @entry
 def generative_replay_pmnist(override_args=None):
-    """Avalanche's ``GenerativeReplay`` with its default generator (``MlpVAE``), built quiet as in the examples."""
+    """Avalanche's ``GenerativeReplay`` with its default generator (``MlpVAE``), built quiet as ``avalanche-lvae run``."""
     from avalanche.training import GenerativeReplay
 
     args = create_default_args(dict(_ADAM_MLP), override_args)
     set_seed(args.seed)
-    generator = _reproduce.example_module("_strategies")._quiet_generator_strategy(
-        SimpleNamespace(batch_size=args.train_mb_size, epochs=args.epochs), torch.device(args.device))
+    generator = quiet_generator_strategy(args.train_mb_size, args.epochs, torch.device(args.device))
     strategy = _mlp_strategy(GenerativeReplay, args, generator_strategy=generator)
     return train_and_evaluate(strategy, _pmnist(args), args)
 
@@ -297,7 +299,7 @@ def lvae_sfmnist(override_args=None):
 
     args = create_default_args(dict(_LVAE_PAPER, n_experiences=10), override_args)
     set_seed(args.seed)
-    benchmark = split_fmnist(n_experiences=args.n_experiences, seed=_reproduce.STREAM_SEED,
+    benchmark = split_fmnist(n_experiences=args.n_experiences, seed=STREAM_SEED,
                              dataset_root=args.dataset_root, max_train_per_experience=args.max_train_per_experience,
                              max_test_per_experience=args.max_test_per_experience)
     return train_and_evaluate(_lvae_strategy(args), benchmark, args)
@@ -318,17 +320,16 @@ def format_markdown(results: dict, command: str) -> str:
 
 
 def build_parser():
-    cli = _reproduce.example_module("_cli")
-    p = cli._Parser(prog="leaderboard.py", description=__doc__.splitlines()[0],
-                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = OneLineErrorParser(prog="leaderboard.py", description=__doc__.splitlines()[0],
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK_OVERRIDES}; writes leaderboard_quick.*")
     p.add_argument("--entries", default=",".join(ENTRIES), help="comma list of entries")
-    p.add_argument("--seed", type=cli._non_negative_int, default=0)
-    p.add_argument("--epochs", type=cli._positive_int, default=None, help="override every entry's epochs")
-    p.add_argument("--n-experiences", type=cli._positive_int, default=None, help="override every entry's stream length")
-    p.add_argument("--max-train-per-experience", type=cli._positive_int, default=None, metavar="N")
-    p.add_argument("--max-test-per-experience", type=cli._positive_int, default=None, metavar="N")
-    p.add_argument("--out-dir", default=str(_reproduce.DEFAULT_OUT_DIR))
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--epochs", type=positive_int, default=None, help="override every entry's epochs")
+    p.add_argument("--n-experiences", type=positive_int, default=None, help="override every entry's stream length")
+    p.add_argument("--max-train-per-experience", type=positive_int, default=None, metavar="N")
+    p.add_argument("--max-test-per-experience", type=positive_int, default=None, metavar="N")
+    p.add_argument("--out-dir", default=DEFAULT_OUT_DIR)
     p.add_argument("--dataset-root", default=None)
     p.add_argument("--device", default="cpu")
     return p
@@ -353,7 +354,7 @@ def main(argv=None) -> int:
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     overrides.update(seed=args.seed, dataset_root=args.dataset_root, device=args.device)
-    command = _reproduce.command_line(__file__, argv)
+    command = command_line(__file__, argv)
     results, started = {}, time.perf_counter()
     try:
         if "gem_pmnist" in names:
@@ -370,9 +371,8 @@ def main(argv=None) -> int:
     print("\n" + table)
     stem = os.path.join(args.out_dir, "leaderboard" + ("_quick" if args.quick else ""))
     os.makedirs(args.out_dir, exist_ok=True)
-    common = _reproduce.example_module("_common")
-    common.write_json_atomic(stem + ".json", dict(command=command, overrides=overrides, entries=results,
-                                                  wall_seconds=time.perf_counter() - started))
+    write_json_atomic(stem + ".json", dict(command=command, overrides=overrides, entries=results,
+                                           wall_seconds=time.perf_counter() - started))
     with open(stem + ".md.tmp", "w") as f:
         f.write(table)
     os.replace(stem + ".md.tmp", stem + ".md")

@@ -1,15 +1,17 @@
 """LGM Exp. 6.2: ablation of the two regularisers on split MNIST, compared by Frechet distance.
 
-Three ``LifelongVAEStrategy`` variants, otherwise identical to the examples'
-``lvae`` (same model, optimizer, replay, evaluator):
+Three ``LifelongVAEStrategy`` variants, otherwise identical to the ``lvae``
+of the other reproductions (the papers' equations, same model, optimizer,
+replay, evaluator):
 
 =================  ==========================================================
-both               consistency KL on z_d (weight 1) + L_I (info_weight 0.01): the defaults
+both               consistency KL on z_d (weight 1) + L_I (info_weight 0.01): the papers' weights
 consistency_only   info_weight=0 (no mutual-information term L_I)
 neither            consistency_weight=0, info_weight=0 (replay only)
 =================  ==========================================================
 
-Stream: split MNIST, one digit per experience, 10 experiences (class order of
+Stream: split MNIST, one digit per experience, 10 experiences
+(``avalanche_lvae.streams.split_mnist(n_experiences=10)``, class order of
 seed 0), rather than permuted MNIST, because
 
 - LGM's ablation is on MNIST digits, and one digit per experience makes each
@@ -18,19 +20,19 @@ seed 0), rather than permuted MNIST, because
 - each distribution is a digit class, which the Frechet distance's reference
   CNN separates best, so the FD directly measures whether old digits are still
   generated (on permuted MNIST the distributions differ only by a pixel
-  permutation; the README's first FD there hardly separated strategies);
+  permutation, where the FD hardly separates strategies);
 - an epoch is 60k images in all, 5x cheaper than permuted MNIST's 300k.
 
 The paper compares the three by Frechet distance (lower is better) and
-METHOD.md quotes no numbers. What each term is for (METHOD.md Sec. 2): the
+quotes no numbers. What each term is for (docs/method.md): the
 consistency KL keeps the student's z_d posterior of replayed images equal to
 the teacher's, so that each past distribution keeps its z_d value; L_I pushes
 the distribution identity into z_d rather than z_c. Without them the grids'
 rows should mix digits and the FD of the past digits rise.
 
-``tests/test_benchmarks.py`` checks that ``both`` reproduces the examples'
-``lvae`` number for number, so that ``_reproduce.lvae_variant`` cannot drift from
-``examples/_strategies.make_strategy`` unnoticed.
+``tests/test_benchmarks.py`` checks that ``both`` reproduces the ``lvae`` of
+``reproduce_lgm_split.py --dataset mnist`` number for number, so that a
+variant cannot drift from the runner's ``lvae`` unnoticed.
 
 Usage (from the repository root, one thread per run)::
 
@@ -48,12 +50,12 @@ seed; one full-size evaluation takes 3-6 s (as split FashionMNIST), about
 140 s per seed; plus about 60 s for the reference classifier on a first run.
 """
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _reproduce  # noqa: E402
+from avalanche_lvae.experiments.reproduction import Experiment, run_cli
+from avalanche_lvae.streams import split_mnist
 
+# Flags of ``avalanche-lvae run`` changed from the papers' equations.
 VARIANTS = {
     "both": dict(consistency_weight=1.0, info_weight=0.01),
     "consistency_only": dict(consistency_weight=1.0, info_weight=0.0),
@@ -61,25 +63,24 @@ VARIANTS = {
 }
 
 
-EXPERIMENT = _reproduce.Experiment(
+EXPERIMENT = Experiment(
     name="ablation_split_mnist",
     title="LGM Exp. 6.2: regulariser ablation, split MNIST",
-    stream=_reproduce.split_mnist,
+    stream=split_mnist,
     reference_name="split_mnist",
     reference_epochs=3,
-    example="split_fmnist",
+    baselines_of="split_mnist",
     n_experiences=10,
     strategies=tuple(VARIANTS),
-    choices=tuple(VARIANTS),
     metrics=("frechet_distance", "neg_elbo", "accuracy"),
-    factories={name: _reproduce.lvae_variant(name, **weights) for name, weights in VARIANTS.items()},
+    variants=VARIANTS,
     save_grids=True,
 )
 
 
 def main(argv=None) -> int:
     """Run the ablation; returns the exit code (0 ok, 2 bad input, 1 diverged training)."""
-    return _reproduce.run_cli(argv, __file__, EXPERIMENT, description=__doc__.splitlines()[0])
+    return run_cli(argv, __file__, EXPERIMENT, description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -53,10 +53,9 @@ from avalanche.training.plugins import EvaluationPlugin
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from avalanche_lvae import JointBoundLoss, LifelongVAE, LifelongVAEStrategy, LVAENaive  # noqa: E402
-from avalanche_lvae.preloading import PreloadedTaskBalancedDataLoader  # noqa: E402
-from avalanche_lvae.streams import permuted_mnist  # noqa: E402
+from avalanche_lvae import JointBoundLoss, LifelongVAE, LifelongVAEStrategy, LVAENaive
+from avalanche_lvae.preloading import PreloadedTaskBalancedDataLoader
+from avalanche_lvae.streams import permuted_mnist
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "speed.json")
 

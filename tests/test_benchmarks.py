@@ -1,20 +1,23 @@
 """The reproduction scripts and the leaderboard run end to end on tiny slices and write what they document.
 
-Scripts are loaded by file path (``benchmarks/`` is not a package, and
-Avalanche installs a top-level ``examples`` package).
+Scripts are loaded by file path (``benchmarks/`` is not a package); they
+import the installed ``avalanche_lvae`` and nothing else of the repository.
 """
 
+import ast
 import contextlib
 import importlib.util
 import json
 import re
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from avalanche_lvae.avalanche_fixes import synaptic_intelligence_weight_copies
+from avalanche_lvae.experiments.seed_summary import summarize
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 # Tiny slices: two seeds of every strategy in a few seconds.
@@ -68,12 +71,24 @@ def check_payload(payload, strategies, metrics, n_experiences):
     assert payload["wall_seconds"] > 0
 
 
+def test_benchmarks_import_the_package_only_by_public_names():
+    for script in BENCHMARKS.glob("*.py"):
+        source = script.read_text()
+        assert "sys.path" not in source, script.name
+        tree = ast.parse(source)
+        modules = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names]
+        names += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        private = [m for m in modules + names if any(part.startswith("_") for part in m.split("."))]
+        assert not private, (script.name, private)
+    assert not list(BENCHMARKS.glob("_*.py"))
+
+
 def test_summary_is_mean_and_population_std_over_seeds():
-    reproduce = load("_reproduce")
     run = {"avg_accuracy_per_experience": [0.5, 0.25], "neg_elbo_per_experience": None,
            "frechet_distance_per_experience": [10.0, 20.0]}
     other = dict(run, avg_accuracy_per_experience=[0.7, 0.75])
-    summary = reproduce.summarize({"0": {"a": run}, "1": {"a": run}, "2": {"a": other}},
+    summary = summarize({"0": {"a": run}, "1": {"a": run}, "2": {"a": other}},
                                   ("accuracy", "neg_elbo", "frechet_distance"))
     assert set(summary["a"]) == {"accuracy", "frechet_distance"}  # None: no ELBO, left out
     assert summary["a"]["frechet_distance"] == {"mean": [10.0, 20.0], "std": [0.0, 0.0]}  # identical seeds
@@ -82,12 +97,15 @@ def test_summary_is_mean_and_population_std_over_seeds():
     np.testing.assert_allclose(summary["a"]["accuracy"]["std"], acc.std(0))
 
 
-def test_split_mnist_has_one_class_per_experience(data_root):
-    stream = load("_reproduce").split_mnist(n_experiences=5, max_train_per_experience=30, max_test_per_experience=10)
-    assert len(stream.train_stream) == 5
+def test_split_mnist_reproductions_have_one_class_per_experience(data_root):
+    experiment = load("reproduce_lgm_split").make_experiment(SimpleNamespace(dataset="mnist"))
+    assert experiment.n_experiences == 10 and load("reproduce_ablation").EXPERIMENT.n_experiences == 10
+    stream = experiment.stream(n_experiences=experiment.n_experiences, seed=0, dataset_root=None,
+                               max_train_per_experience=30, max_test_per_experience=10)
+    assert len(stream.train_stream) == 10
     for train, test in zip(stream.train_stream, stream.test_stream):
         classes = sorted(set(train.dataset.targets))
-        assert len(classes) == 2 and sorted(set(test.dataset.targets)) == classes
+        assert len(classes) == 1 and sorted(set(test.dataset.targets)) == classes
         assert len(train.dataset) == 30 and len(test.dataset) == 10  # the cap is per experience
 
 
@@ -111,14 +129,14 @@ def test_cclgm_fig4_runs_the_three_datasets(data_root, tmp_path):
     check_payload(payload, ("lvae", "naive"), ("accuracy", "neg_elbo", "frechet_distance"), 3)
 
 
-def test_ablation_saves_grids_and_its_default_variant_is_the_examples_lvae(data_root, tmp_path):
+def test_ablation_saves_grids_and_its_paper_variant_is_the_reproductions_lvae(data_root, tmp_path):
     ablation = run_script("reproduce_ablation", tmp_path / "ablation", "--n-experiences", "2")
     variants = ("both", "consistency_only", "neither")
     check_payload(ablation, variants, ("frechet_distance", "neg_elbo", "accuracy"), 2)
     for variant in variants:
         for seed in ("0", "1"):
             assert (tmp_path / "ablation" / ablation["sample_grids"][variant][seed]).stat().st_size > 0
-    # Same stream, same seeds: the default weights reproduce the examples' lvae exactly.
+    # Same stream, same seeds: the papers' weights reproduce the lvae of the other reproductions exactly.
     split = run_script("reproduce_lgm_split", tmp_path / "split", "--dataset", "mnist", "--n-experiences", "2",
                        "--strategies", "lvae")
     for seed in ("0", "1"):
@@ -127,15 +145,17 @@ def test_ablation_saves_grids_and_its_default_variant_is_the_examples_lvae(data_
     assert ablation["per_seed"]["0"]["neither"] != ablation["per_seed"]["0"]["both"]
 
 
-def test_row_purity_compares_the_options_beyond_the_papers(data_root, tmp_path):
+def test_row_purity_compares_the_fitted_prior_with_the_papers(data_root, tmp_path):
     payload = run_script("row_purity", tmp_path, "--n-experiences", "2")
-    variants = ("paper", "distill_anchor", "distill_anchor_mmd")
+    variants = ("paper", "fitted_prior", "fitted_prior_cw100")
     check_payload(payload, variants, ("component_purity", "frechet_distance", "neg_elbo", "accuracy"), 2)
     for variant in variants:
         purity = payload["per_seed"]["0"][variant]["component_purity_per_experience"]
         assert all(0.0 <= p <= 1.0 for p in purity)
         assert (tmp_path / payload["sample_grids"][variant]["0"]).stat().st_size > 0
-    assert payload["per_seed"]["0"]["paper"] != payload["per_seed"]["0"]["distill_anchor"]
+    assert payload["per_seed"]["0"]["paper"] != payload["per_seed"]["0"]["fitted_prior"]
+    assert payload["config"]["variants"]["fitted_prior_cw100"] == dict(component_prior="fitted",
+                                                                       classification_weight=100.0)
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -1,13 +1,14 @@
 """Reliability: checkpoint / resume, determinism, the non-finite guard, bad input, memory.
 
-The example script runs in subprocesses where a fresh process matters (a
-resume after a crash, run-to-run determinism, peak RSS) and in-process
-otherwise (fast). The crash is the script's hidden test hook
-``LVAE_EXAMPLE_CRASH_AT=<strategy>:<experience>``: ``os._exit`` right after
+``avalanche-lvae run`` runs in subprocesses (``python -m avalanche_lvae``) where a
+fresh process matters (a resume after a crash, run-to-run determinism, peak
+RSS) and in-process otherwise (fast). The crash is the runner's hidden test hook
+``LVAE_RUN_CRASH_AT=<strategy>:<experience>``: ``os._exit`` right after
 the first weight update of that experience, i.e. a ``kill -9`` in the middle
 of it.
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -42,12 +43,13 @@ from avalanche_lvae.plugins import (
     TeacherSwapPlugin,
 )
 from avalanche_lvae.streams import _benchmark_from_tensors, experience_tensors, mnist_fashion_permuted, permuted_mnist
+from avalanche_lvae.experiments.runner import CRASH_ENV_VAR as CRASH_ENV
+from avalanche_lvae.experiments.runner import CRASH_EXIT_CODE
 from avalanche_lvae.streams import split_fmnist
-from test_examples import load_example
+from test_examples import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "examples" / "permuted_mnist.py"
-CRASH_ENV, CRASH_EXIT_CODE = "LVAE_EXAMPLE_CRASH_AT", 75
+COMMAND = ["-m", "avalanche_lvae", "run", "permuted_mnist"]
 # Our strategy and an Avalanche one (GenerativeReplay: generator, dropout, its own RNG use).
 RUN = ["--strategies", "lvae,gr", "--n-experiences", "4", "--max-train-per-experience", "300",
        "--max-test-per-experience", "100", "--epochs", "1", "--batch-size", "64", "--fd-samples", "200"]
@@ -73,7 +75,7 @@ def run_script(workdir, args, crash_at=None):
     env.pop(CRASH_ENV, None)
     if crash_at is not None:
         env[CRASH_ENV] = crash_at
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, *COMMAND, *map(str, args)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -112,8 +114,7 @@ def test_resume_after_a_crash_is_bitwise_identical_and_a_divergence_keeps_the_ch
 
     # 2. Resumed with --lr 1e6: the non-finite guard stops experience 2 with exit code 1 and one
     #    line naming experience and iteration; no checkpoint is written or changed.
-    main = load_example("permuted_mnist").main
-    assert main(RUN + ["--checkpoint-dir", str(ck), "--lr", "1e6", "--results-json", str(out)]) == 1
+    assert run_cli("permuted_mnist", RUN + ["--checkpoint-dir", ck, "--lr", "1e6", "--results-json", out]) == 1
     errors = error_lines(capsys.readouterr().err)
     assert len(errors) == 1 and "non-finite" in errors[0], errors
     assert "experience 2, iteration" in errors[0] and "checkpoint" in errors[0]
@@ -132,7 +133,7 @@ def test_resume_after_a_crash_is_bitwise_identical_and_a_divergence_keeps_the_ch
 @pytest.fixture(scope="module")
 def two_checkpoints(data_root, workdir):
     folder = workdir / "tiny_ck"
-    assert load_example("permuted_mnist").main(TINY + ["--checkpoint-dir", str(folder)]) == 0
+    assert run_cli("permuted_mnist", TINY + ["--checkpoint-dir", folder]) == 0
     assert sorted(digests(folder / "lvae")) == ["ckpt_exp000.pkl", "ckpt_exp001.pkl"]
     return folder
 
@@ -145,7 +146,7 @@ def test_damaged_checkpoint_is_named_and_the_previous_one_resumes(two_checkpoint
     kept = digests(folder / "lvae")["ckpt_exp000.pkl"]
     data = newest.read_bytes()
     newest.write_bytes(data[: len(data) // 2] if damage == "truncate" else random.Random(0).randbytes(4096))
-    main = load_example("permuted_mnist").main
+    main = functools.partial(run_cli, "permuted_mnist")
     out = tmp_path / "results.json"
     assert main(TINY + ["--checkpoint-dir", str(folder), "--results-json", str(out)]) == 2
     errors = error_lines(capsys.readouterr().err)
@@ -161,7 +162,7 @@ def test_damaged_checkpoint_is_named_and_the_previous_one_resumes(two_checkpoint
 def test_resume_with_other_flags_is_refused(two_checkpoints, tmp_path, capsys):
     folder = tmp_path / "ck"
     shutil.copytree(two_checkpoints, folder)
-    main = load_example("permuted_mnist").main
+    main = functools.partial(run_cli, "permuted_mnist")
     assert main(TINY + ["--checkpoint-dir", str(folder), "--seed", "1"]) == 2
     errors = error_lines(capsys.readouterr().err)
     assert len(errors) == 1 and "--seed 0 (now 1)" in errors[0], errors
@@ -173,7 +174,7 @@ def test_same_seed_gives_the_same_numbers_and_another_seed_other_numbers(uninter
     assert again.returncode == 0, again.stderr[-2000:]
     assert numbers(json.loads((workdir / "again.json").read_text())) == numbers(uninterrupted)
     out = workdir / "seed1.json"
-    assert load_example("permuted_mnist").main(RUN + ["--seed", "1", "--results-json", str(out)]) == 0
+    assert run_cli("permuted_mnist", RUN + ["--seed", "1", "--results-json", out]) == 0
     other, _ = numbers(json.loads(out.read_text()))
     same, _ = numbers(uninterrupted)
     for name in same:
@@ -374,15 +375,14 @@ BAD_ARGV = [
 @pytest.mark.parametrize("argv, message", BAD_ARGV, ids=[" ".join(a) for a, _ in BAD_ARGV])
 def test_cli_rejects_bad_input_with_one_error_line(argv, message, tmp_path, capsys):
     (tmp_path / "a_file").write_text("")
-    script = "permuted_mnist"
+    stream = "permuted_mnist"
     if argv[0] == "split_fmnist":
-        script, argv = argv[0], argv[1:]
+        stream, argv = argv[0], argv[1:]
     out = tmp_path / "results.json"
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     if "--results-json" not in argv:
         argv += ["--results-json", str(out)]
-    assert load_example(script).main(argv + ["--max-train-per-experience", "50"] * ("--max-train" not in
-                                                                                     " ".join(argv))) == 2
+    assert run_cli(stream, argv + ["--max-train-per-experience", "50"] * ("--max-train" not in " ".join(argv))) == 2
     stderr = capsys.readouterr().err
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and error_lines(stderr) == lines and message in lines[0], stderr

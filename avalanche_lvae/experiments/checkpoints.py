@@ -1,4 +1,4 @@
-"""Per-strategy checkpoints of the example scripts: atomic, two kept, with the run's history inside.
+"""Per-strategy checkpoints of ``avalanche-lvae run``: atomic, two kept, with the run's history inside.
 
 ``--checkpoint-dir DIR`` makes every strategy save itself after every
 experience as ``DIR/<strategy>/ckpt_exp<i>.pkl`` (``i`` = index of the last
@@ -17,7 +17,7 @@ Why the details:
 - the two newest checkpoints are kept, so that if the newest is damaged (a
   disk problem, a copy cut short) the error can point at the previous one;
 - the per-experience history (accuracies, ELBOs, Frechet distances, training
-  seconds) rides inside the pickle as ``strategy.example_progress``, so the
+  seconds) rides inside the pickle as ``strategy.run_progress``, so the
   checkpoint and the history can never disagree and the final results JSON
   of a resumed run is complete;
 - the run's flags are stored too and must match on resume: the pickled
@@ -85,7 +85,7 @@ class StrategyCheckpoints:
 
         os.makedirs(self.folder, exist_ok=True)
         final = os.path.join(self.folder, f"ckpt_exp{experience_index:03d}.pkl")
-        strategy.example_progress = progress
+        strategy.run_progress = progress
         fd, tmp = tempfile.mkstemp(prefix=".tmp-ckpt_", suffix=".pkl", dir=self.folder)
         os.close(fd)
         try:
@@ -128,9 +128,9 @@ class StrategyCheckpoints:
         except Exception as exc:  # torch/zip/pickle errors of a truncated or damaged file
             raise CheckpointError(f"checkpoint {path} is damaged or truncated and cannot be loaded "
                                   f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]}); {fallback}.") from None
-        progress = getattr(strategy, "example_progress", None)
+        progress = getattr(strategy, "run_progress", None)
         if not isinstance(progress, dict) or progress.get("strategy") != name:
-            raise CheckpointError(f"checkpoint {path} was not written by this script for strategy {name!r}; "
+            raise CheckpointError(f"checkpoint {path} was not written by avalanche-lvae run for strategy {name!r}; "
                                   f"{fallback}.")
         if exp_counter != index + 1 or progress["experiences_done"] != index + 1:
             raise CheckpointError(f"checkpoint {path} holds {exp_counter} trained experiences, its name says "

@@ -2,8 +2,8 @@
 
 After each experience ``i`` the strategy is evaluated on ``test_stream[: i + 1]``
 (every test set seen so far); the numbers come from the metrics of its
-``EvaluationPlugin`` (see ``_strategies.py``), read from the dict that
-``strategy.eval`` returns:
+``EvaluationPlugin`` (see :mod:`avalanche_lvae.experiments.strategies`), read
+with :func:`metric_value` from the dict that ``strategy.eval`` returns:
 
 - ``Top1_Acc_Stream`` / ``Top1_Acc_Exp`` / ``StreamForgetting`` (Avalanche),
 - ``NegELBO_Stream/eval_phase/test_stream/Task000`` (nats per image, all seen
@@ -12,7 +12,7 @@ After each experience ``i`` the strategy is evaluated on ``test_stream[: i + 1]`
   classifier is given.
 
 Test hook (not a flag, used by ``tests/test_reliability.py``): with the
-environment variable ``LVAE_EXAMPLE_CRASH_AT=<experience>`` (or
+environment variable ``LVAE_RUN_CRASH_AT=<experience>`` (or
 ``<strategy>:<experience>``, 0-based) the process ends with
 ``os._exit(CRASH_EXIT_CODE)`` right after the first weight update of that
 experience, i.e. like a ``kill -9`` in the middle of it: the state in memory
@@ -30,27 +30,25 @@ from typing import Dict, List, Optional
 
 from avalanche_lvae.avalanche_fixes import synaptic_intelligence_weight_copies
 
-try:
-    from ._checkpoints import StrategyCheckpoints, resume_config
-    from ._strategies import make_strategy
-except ImportError:
-    from _checkpoints import StrategyCheckpoints, resume_config
-    from _strategies import make_strategy
+from .checkpoints import StrategyCheckpoints, resume_config
+from .strategies import make_strategy
 
-__all__ = ["run_strategy", "CRASH_ENV_VAR", "CRASH_EXIT_CODE"]
+__all__ = ["run_strategy", "new_progress", "metric_value", "CRASH_ENV_VAR", "CRASH_EXIT_CODE", "ACC_STREAM",
+           "ACC_EXP", "FORGETTING", "NEG_ELBO", "FRECHET", "PURITY"]
 
-CRASH_ENV_VAR = "LVAE_EXAMPLE_CRASH_AT"
+CRASH_ENV_VAR = "LVAE_RUN_CRASH_AT"
 CRASH_EXIT_CODE = 75
 
-_ACC_STREAM = "Top1_Acc_Stream/eval_phase/test_stream"
-_ACC_EXP = "Top1_Acc_Exp/eval_phase/test_stream/"
-_FORGETTING = "StreamForgetting/eval_phase/test_stream"
-_NEG_ELBO = "NegELBO_Stream/eval_phase/test_stream"
-_FRECHET = "FrechetDistance_Stream/eval_phase/test_stream"
-_PURITY = "ComponentPurity_Stream/eval_phase/test_stream"
+# Key prefixes of the values ``strategy.eval`` returns (Avalanche's and the package's metrics).
+ACC_STREAM = "Top1_Acc_Stream/eval_phase/test_stream"
+ACC_EXP = "Top1_Acc_Exp/eval_phase/test_stream/"
+FORGETTING = "StreamForgetting/eval_phase/test_stream"
+NEG_ELBO = "NegELBO_Stream/eval_phase/test_stream"
+FRECHET = "FrechetDistance_Stream/eval_phase/test_stream"
+PURITY = "ComponentPurity_Stream/eval_phase/test_stream"
 
 
-def _metric(metrics: Dict[str, float], prefix: str, suffix: str = "", required: bool = True) -> Optional[float]:
+def metric_value(metrics: Dict[str, float], prefix: str, suffix: str = "", required: bool = True) -> Optional[float]:
     """The one value of ``metrics`` whose key starts with ``prefix`` and ends with ``suffix``."""
     found = [v for k, v in metrics.items() if k.startswith(prefix) and k.endswith(suffix)]
     if not found and not required:
@@ -122,17 +120,17 @@ def _cumulative_dataset(benchmark, n_done: int):
 
 def _record(progress: dict, metrics: Dict[str, float], i: int, generative: bool, has_fd: bool) -> dict:
     """Append the numbers of ``strategy.eval`` after experience ``i`` to ``progress``; returns the bar's postfix."""
-    progress["avg_accuracy"].append(_metric(metrics, _ACC_STREAM))
-    progress["forgetting"].append(_metric(metrics, _FORGETTING, required=False))
-    progress["accuracy_rows"].append([_metric(metrics, _ACC_EXP, f"/Exp{j:03d}") for j in range(i + 1)])
+    progress["avg_accuracy"].append(metric_value(metrics, ACC_STREAM))
+    progress["forgetting"].append(metric_value(metrics, FORGETTING, required=False))
+    progress["accuracy_rows"].append([metric_value(metrics, ACC_EXP, f"/Exp{j:03d}") for j in range(i + 1)])
     postfix = {"acc": f"{progress['avg_accuracy'][-1]:.3f}"}
     if generative:
-        progress["neg_elbo"].append(_metric(metrics, _NEG_ELBO))
+        progress["neg_elbo"].append(metric_value(metrics, NEG_ELBO))
         postfix["-elbo"] = f"{progress['neg_elbo'][-1]:.1f}"
     if has_fd:
-        progress["frechet"].append(_metric(metrics, _FRECHET))
+        progress["frechet"].append(metric_value(metrics, FRECHET))
         postfix["fd"] = f"{progress['frechet'][-1]:.1f}"
-        purity = _metric(metrics, _PURITY, required=False)
+        purity = metric_value(metrics, PURITY, required=False)
         if purity is not None:  # lvae only
             progress.setdefault("purity", []).append(purity)
     return postfix
@@ -155,8 +153,13 @@ def new_progress(name: str, config: dict) -> dict:
 
 
 def run_strategy(name: str, benchmark, args, config: dict, n_classes: int, reference=None,
-                 progress_bar: bool = True) -> dict:
+                 progress_bar: bool = True, kind: Optional[str] = None) -> dict:
     """Train ``name`` on ``benchmark.train_stream``, evaluating (and checkpointing) after every experience.
+
+    ``name`` is the strategy of :mod:`~avalanche_lvae.experiments.strategies`,
+    or with ``kind`` a label of a variant of strategy ``kind`` (e.g. an
+    ablation's ``lvae`` built from other flags ``args``): the label names
+    its checkpoint folder, its grids folder and its progress bar.
 
     With ``args.checkpoint_dir`` the strategy first resumes from its newest
     checkpoint in ``<checkpoint_dir>/<name>`` (if any): model, optimizer,
@@ -166,7 +169,7 @@ def run_strategy(name: str, benchmark, args, config: dict, n_classes: int, refer
     from tqdm import tqdm
 
     tb_dir = None if args.tensorboard is None else os.path.join(args.tensorboard, name)
-    strategy, generative = make_strategy(name, args, n_classes, reference, tb_dir)
+    strategy, generative = make_strategy(kind or name, args, n_classes, reference, tb_dir, plots_name=name)
     progress = new_progress(name, config)
     checkpoints = None
     if args.checkpoint_dir is not None:
@@ -191,7 +194,7 @@ def run_strategy(name: str, benchmark, args, config: dict, n_classes: int, refer
             if crash_at == i:
                 _arm_crash(strategy)
             began = time.perf_counter()
-            with synaptic_intelligence_weight_copies() if name == "si" else contextlib.nullcontext():
+            with synaptic_intelligence_weight_copies() if (kind or name) == "si" else contextlib.nullcontext():
                 strategy.train(benchmark.train_stream[i])
             progress["train_seconds"] += time.perf_counter() - began
             metrics = strategy.eval(benchmark.test_stream[: i + 1])

@@ -1,4 +1,4 @@
-"""The strategy zoo of the example scripts and the metrics each strategy is evaluated with.
+"""The strategies ``avalanche-lvae run`` compares, and the metrics each one is evaluated with.
 
 =========== ===================================================================
 lvae        ``LifelongVAEStrategy`` over ``LifelongVAE(discrete_dim=1)`` (z_d grows)
@@ -12,7 +12,9 @@ si          Avalanche's ``SynapticIntelligence`` over ``SimpleMLP``
 
 ``SimpleMLP`` is ``SimpleMLP(num_classes=10, input_size=784, hidden_size=512,
 hidden_layers=2)`` (Avalanche's default dropout 0.5) trained with
-``CrossEntropyLoss``; every strategy uses Adam with ``--lr``. ``gr`` uses the
+``CrossEntropyLoss``; every strategy uses Adam with ``--lr``. The lifelong
+model's settings come from the flags through :func:`lvae_settings` only: an
+unset flag leaves the library's default in place. ``gr`` uses the
 generator ``GenerativeReplay`` builds by default (``MlpVAE``, nhid=2), built
 here only to drop its InteractiveLogger; note that Avalanche's ``MlpVAE``
 decoder maps its sigmoid through ``Normalize(0.1307, 0.3081)``, i.e. it was
@@ -31,23 +33,26 @@ that cannot encode or generate.
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from avalanche.training import VAETraining
 
-try:  # imported as a package module (examples._strategies)
-    from ._cli import GENERATIVE, STRATEGIES
-except ImportError:  # examples/ is on sys.path
-    from _cli import GENERATIVE, STRATEGIES
+__all__ = ["STRATEGIES", "DEFAULT_STRATEGIES", "GENERATIVE", "evaluator", "GeneratorTraining",
+           "quiet_generator_strategy", "lvae_settings", "make_strategy"]
+
+STRATEGIES = ("lvae", "naive", "ewc", "gr", "lwf", "si", "cumulative")
+DEFAULT_STRATEGIES = "lvae,naive,ewc,gr"
+GENERATIVE = ("lvae", "naive", "ewc", "cumulative")  # strategies whose model has an ELBO and generates
 
 
-def evaluator(name: str, args, reference=None, tb_dir: Optional[str] = None, n_classes: int = 10):
+def evaluator(name: str, args, reference=None, tb_dir: Optional[str] = None, n_classes: int = 10,
+              plots_name: Optional[str] = None):
     """The ``EvaluationPlugin`` of strategy ``name``.
 
     ``reference`` is the reference classifier of the Frechet distance and,
     for ``lvae``, of the sample grid's row purity (None skips both). With ``--plots DIR`` the sample and reconstruction
-    grids are also saved as PNG in ``DIR/<name>/``.
+    grids are also saved as PNG in ``DIR/<plots_name or name>/``.
     """
     from avalanche.evaluation.metrics import accuracy_metrics, forgetting_metrics
     from avalanche.training.plugins import EvaluationPlugin
@@ -66,7 +71,7 @@ def evaluator(name: str, args, reference=None, tb_dir: Optional[str] = None, n_c
         if reference is not None:
             metrics.append(frechet_distance_metrics(reference, n_samples=args.fd_samples,
                                                     batch_size=min(1000, args.fd_samples)))
-        save_dir = None if args.plots is None else os.path.join(args.plots, name)
+        save_dir = None if args.plots is None else os.path.join(args.plots, plots_name or name)
         metrics.append(generated_samples_metrics(save_dir=save_dir))
         if name == "lvae":  # the only strategy with a teacher, and whose z_d value j is experience j
             metrics.append(consistency_metrics())
@@ -80,7 +85,7 @@ def evaluator(name: str, args, reference=None, tb_dir: Optional[str] = None, n_c
     return EvaluationPlugin(*metrics, loggers=loggers)
 
 
-class _GeneratorTraining(VAETraining):
+class GeneratorTraining(VAETraining):
     """Avalanche's ``VAETraining``, dropping a last training minibatch of exactly one image.
 
     Avalanche's ``MlpVAE`` (the ``gr`` generator) has BatchNorm layers, which
@@ -96,66 +101,80 @@ class _GeneratorTraining(VAETraining):
         super().make_train_dataloader(*args, drop_last=drop_last, **kwargs)
 
 
-def _quiet_generator_strategy(args, device):
+def quiet_generator_strategy(batch_size: int, epochs: int, device):
     """The generator Avalanche's ``GenerativeReplay`` builds by default, without its InteractiveLogger.
 
     Same model (``MlpVAE((1, 28, 28), nhid=2)``), optimizer (Adam, lr 0.01,
     weight decay 1e-4), loss (``VAE_loss``), plugin and minibatch sizes as
     ``GenerativeReplay.__init__`` with ``generator_strategy=None`` (but a
-    last minibatch of one image is dropped, see :class:`_GeneratorTraining`).
+    last minibatch of one image is dropped, see :class:`GeneratorTraining`).
     """
     from avalanche.models import MlpVAE, VAE_loss
     from avalanche.training.plugins import EvaluationPlugin, GenerativeReplayPlugin
 
     generator = MlpVAE((1, 28, 28), nhid=2, device=device)
     optimizer = torch.optim.Adam([p for p in generator.parameters() if p.requires_grad], lr=0.01, weight_decay=1e-4)
-    return _GeneratorTraining(model=generator, optimizer=optimizer, criterion=VAE_loss, train_mb_size=args.batch_size,
-                       train_epochs=args.epochs, eval_mb_size=args.batch_size, device=device,
-                       plugins=[GenerativeReplayPlugin()], evaluator=EvaluationPlugin(loggers=[]))
+    return GeneratorTraining(model=generator, optimizer=optimizer, criterion=VAE_loss, train_mb_size=batch_size,
+                             train_epochs=epochs, eval_mb_size=batch_size, device=device,
+                             plugins=[GenerativeReplayPlugin()], evaluator=EvaluationPlugin(loggers=[]))
+
+
+#: ``LifelongVAEStrategy`` argument of each lvae-only flag (the flag's namespace attribute).
+_LVAE_STRATEGY_FLAGS = dict(consistency_weight="consistency_weight", info_weight="info_weight",
+                            continuous_consistency="continuous_consistency_weight",
+                            replay_labels="replay_label_source", replay_mixing="replay_mixing",
+                            replay_temperature="replay_temperature", component_prior="component_prior")
+
+
+def lvae_settings(args) -> Tuple[dict, dict]:
+    """``(model_kwargs, strategy_kwargs)`` of the lifelong model that the flags ``args`` set.
+
+    The one place where flags become ``LifelongVAE`` / ``LifelongVAEStrategy``
+    arguments. A flag left at None is not passed, so the library's default
+    applies. ``model_kwargs`` (``arch``, ``continuous_dim``) and the
+    ``criterion`` (``JointBoundLoss(classification_weight)``) apply to every
+    LifelongVAE strategy; the rest of ``strategy_kwargs`` to ``lvae`` only.
+    """
+    from avalanche_lvae import JointBoundLoss
+
+    model_kwargs = {key: getattr(args, key) for key in ("arch", "continuous_dim") if getattr(args, key) is not None}
+    strategy_kwargs = {argument: getattr(args, flag) for flag, argument in _LVAE_STRATEGY_FLAGS.items()
+                       if getattr(args, flag) is not None}
+    if args.classification_weight is not None:
+        strategy_kwargs["criterion"] = JointBoundLoss(classification_weight=args.classification_weight)
+    return model_kwargs, strategy_kwargs
 
 
 def make_strategy(name: str, args, n_classes: int, reference=None, tb_dir: Optional[str] = None,
-                  **lvae_overrides):
+                  plots_name: Optional[str] = None):
     """Build strategy ``name`` (model seeded with ``args.seed``); returns ``(strategy, is_generative)``.
-
-    ``lvae_overrides`` replace ``LifelongVAEStrategy`` arguments of ``lvae``
-    (e.g. ``info_weight=0``, ``criterion=JointBoundLoss(100)``; the ablation's variants).
 
     ``RNGManager.set_random_seeds(seed)`` is called before each model is
     built, so a strategy gives the same numbers whether it runs alone or
-    after others.
+    after others. Sample grids go to ``<args.plots>/<plots_name or name>/``.
     """
     from avalanche.models import SimpleMLP
     from avalanche.training import GenerativeReplay, LwF, SynapticIntelligence
     from avalanche.training.determinism.rng_manager import RNGManager
     from avalanche.training.plugins import EWCPlugin
 
-    from avalanche_lvae import JointBoundLoss, LifelongVAE, LifelongVAEStrategy, LVAECumulative, LVAENaive
+    from avalanche_lvae import LifelongVAE, LifelongVAEStrategy, LVAECumulative, LVAENaive
 
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose from {','.join(STRATEGIES)}")
-    if lvae_overrides and name != "lvae":
-        raise ValueError(f"lvae_overrides apply to lvae only, got them for {name!r}")
     RNGManager.set_random_seeds(args.seed)
     device = torch.device(args.device)
     common = dict(train_mb_size=args.batch_size, train_epochs=args.epochs, eval_mb_size=args.batch_size,
-                  device=device, evaluator=evaluator(name, args, reference, tb_dir, n_classes))
+                  device=device, evaluator=evaluator(name, args, reference, tb_dir, n_classes, plots_name))
     if name in GENERATIVE:
-        model = LifelongVAE(input_shape=(1, 28, 28), num_classes=n_classes, arch=args.arch,
-                            continuous_dim=args.continuous_dim,
-                            discrete_dim=1 if name == "lvae" else args.n_experiences)
+        model_kwargs, strategy_kwargs = lvae_settings(args)
+        model = LifelongVAE(input_shape=(1, 28, 28), num_classes=n_classes,
+                            discrete_dim=1 if name == "lvae" else args.n_experiences, **model_kwargs)
         optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-        common["criterion"] = JointBoundLoss(classification_weight=args.classification_weight)
         if name == "lvae":
-            options = dict(continuous_consistency_weight=args.continuous_consistency,
-                           replay_label_source=args.replay_labels, replay_mixing=args.replay_mixing,
-                           replay_temperature=args.replay_temperature,
-                           decoder_distillation_weight=args.decoder_distillation,
-                           component_anchor_weight=args.component_anchor,
-                           aggregate_posterior_weight=args.aggregate_posterior, info_weight=args.info_weight,
-                           component_prior=args.component_prior)
-            # Overrides may also replace a common argument (e.g. ``criterion``).
-            return LifelongVAEStrategy(model=model, optimizer=optimizer, **{**common, **options, **lvae_overrides}), True
+            return LifelongVAEStrategy(model=model, optimizer=optimizer, **common, **strategy_kwargs), True
+        if "criterion" in strategy_kwargs:  # the classification weight applies to every LifelongVAE strategy
+            common["criterion"] = strategy_kwargs["criterion"]
         if name == "cumulative":
             return LVAECumulative(model=model, optimizer=optimizer, **common), True
         plugins = [EWCPlugin(ewc_lambda=args.ewc_lambda, mode="separate")] if name == "ewc" else None
@@ -165,8 +184,9 @@ def make_strategy(name: str, args, n_classes: int, reference=None, tb_dir: Optio
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     criterion = torch.nn.CrossEntropyLoss()
     if name == "gr":
+        generator = quiet_generator_strategy(args.batch_size, args.epochs, device)
         return GenerativeReplay(model=model, optimizer=optimizer, criterion=criterion,
-                                generator_strategy=_quiet_generator_strategy(args, device), **common), False
+                                generator_strategy=generator, **common), False
     if name == "lwf":
         return LwF(model=model, optimizer=optimizer, criterion=criterion, alpha=args.lwf_alpha,
                    temperature=args.lwf_temperature, **common), False
