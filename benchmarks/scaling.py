@@ -31,9 +31,8 @@ import torch.multiprocessing as mp
 from avalanche.core import SupervisedPlugin
 from avalanche.training.plugins import EvaluationPlugin
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from avalanche_lvae import LifelongVAE, LifelongVAEStrategy  # noqa: E402
-from avalanche_lvae.streams import permuted_mnist  # noqa: E402
+from avalanche_lvae import LifelongVAE, LifelongVAEStrategy
+from avalanche_lvae.streams import permuted_mnist
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "scaling.json")
 ARCHS = {"dense": dict(arch="dense"), "conv_w8": dict(arch="conv", conv_width=8)}
