@@ -69,8 +69,8 @@ def main(n_experiences=5, epochs=5, batch_size=128, max_train_per_experience=Non
     # --- Avalanche's GenerativeReplay, on the MLP of Avalanche's examples
     RNGManager.set_random_seeds(seed)
     model = SimpleMLP(num_classes=10, hidden_size=512, hidden_layers=2)
-    strategy = GenerativeReplay(model, torch.optim.Adam(model.parameters(), lr=1e-3), torch.nn.CrossEntropyLoss(),
-                                evaluator=evaluator(), **common)
+    strategy = GenerativeReplay(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3),
+                                criterion=torch.nn.CrossEntropyLoss(), evaluator=evaluator(), **common)
     results["GenerativeReplay"] = train_and_evaluate(strategy, benchmark)
 
     print("average accuracy over the digits seen so far, after each experience:")

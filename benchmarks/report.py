@@ -1,0 +1,232 @@
+"""Write ``docs/results.md`` and README.md's headline table from the JSON files in ``benchmarks/results``.
+
+No figure in the results document or in the README's headline table is typed
+by hand: each is read here from the JSON that the measuring script wrote, so
+the documents cannot drift from their data. ``tests/test_report.py`` checks
+that the committed documents are what this script writes.
+
+Usage (from the repository root)::
+
+    python benchmarks/report.py           # rewrite docs/results.md and README.md's headline block
+    python benchmarks/report.py --check   # exit 1 if either differs from what the JSON files give
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+RESULTS_DOC = ROOT / "docs" / "results.md"
+README = ROOT / "README.md"
+HEADLINE_START = "<!-- headline table: written by benchmarks/report.py -->"
+HEADLINE_END = "<!-- end of headline table -->"
+
+
+def fmt(value, digits: int) -> str:
+    """A number rounded to ``digits`` decimals, or ``-`` when it was not measured."""
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> List[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def load(name: str) -> dict:
+    with open(RESULTS / name) as handle:
+        return json.load(handle)
+
+
+# --- one renderer per kind of JSON -------------------------------------------------------------
+
+
+def render_run(data: dict) -> List[str]:
+    """An ``avalanche-lvae run`` results file: one row per strategy, final figures."""
+    rows = []
+    for name, result in data["results"].items():
+        rows.append([
+            name,
+            fmt(result.get("final_avg_accuracy"), 3),
+            fmt(result.get("final_avg_forgetting"), 3),
+            fmt(result.get("final_neg_elbo"), 1),
+            fmt(result.get("final_frechet_distance"), 1),
+            fmt(result.get("final_component_purity"), 3),
+            fmt(result.get("train_seconds"), 0),
+        ])
+    config = data["config"]
+    settings = ", ".join(f"{key} {config[key]}" for key in ("n_experiences", "epochs", "batch_size", "seed")
+                         if key in config)
+    lines = [f"Settings: {settings}."]
+    if "command" in data:
+        lines.append(f"Command: `{data['command']}`")
+    return lines + [""] + table(["strategy", "avg acc", "forgetting", "-ELBO", "FD", "row purity", "train s"], rows)
+
+
+def render_leaderboard(data: dict, streams: Optional[Sequence[str]] = None) -> List[str]:
+    """``benchmarks/leaderboard.py``: one table per stream (the entry name's suffix)."""
+    by_stream: Dict[str, list] = {}
+    for name, entry in data["entries"].items():
+        strategy, _, stream = name.rpartition("_")
+        by_stream.setdefault(stream, []).append((strategy, entry))
+    lines = [f"Command: `{data['command']}`"]
+    for stream in streams or sorted(by_stream):
+        if stream not in by_stream:
+            continue
+        rows = [[strategy, fmt(entry["final_avg_accuracy"], 3), fmt(entry["final_avg_forgetting"], 3),
+                 fmt(entry["train_seconds"], 0)] for strategy, entry in by_stream[stream]]
+        lines += ["", f"**{LEADERBOARD_STREAMS.get(stream, stream)}**", ""]
+        lines += table(["strategy", "final avg accuracy", "average forgetting", "train s"], rows)
+    return lines
+
+
+def render_reproduction(data: dict) -> List[str]:
+    """``benchmarks/reproduce_*.py``: final value of each metric, mean ± std over the seeds."""
+    metrics = sorted({metric for summary in data["summary"].values() for metric in summary})
+    digits = {"accuracy": 3, "neg_elbo": 1, "frechet_distance": 1, "component_purity": 3}
+    rows = []
+    for name, summary in data["summary"].items():
+        cells = [name]
+        for metric in metrics:
+            if metric not in summary:
+                cells.append("-")
+                continue
+            d = digits.get(metric, 3)
+            cells.append(f"{summary[metric]['mean'][-1]:.{d}f} ± {summary[metric]['std'][-1]:.{d}f}")
+        rows.append(cells)
+    lines = [f"Command: `{data['command']}` (seeds {', '.join(str(s) for s in data['seeds'])})", ""]
+    return lines + table(["strategy"] + [f"final {metric}" for metric in metrics], rows)
+
+
+def render_speed(data: dict) -> List[str]:
+    """``benchmarks/speed.py``: seconds per epoch and real samples per second at each experience."""
+    strategies = data["strategies"]
+    naive = strategies.get("naive", {})
+    rows = []
+    for name, per_experience in strategies.items():
+        for experience, figures in per_experience.items():
+            base = naive.get(experience, {}).get("seconds_per_epoch")
+            ratio = None if base is None else figures["seconds_per_epoch"] / base
+            rows.append([name, experience, fmt(figures["seconds_per_epoch"], 2),
+                         fmt(figures["real_samples_per_second"], 0), fmt(ratio, 2)])
+    lines = [f"Command: `{data['command']}` (batch {data['batch_size']}, {data['repeats']} interleaved repeats, "
+             f"{data['torch_threads']} threads)", ""]
+    return lines + table(["strategy", "experience", "s / epoch", "real samples / s", "time / naive's"], rows)
+
+
+def render_summary(data: dict) -> List[str]:
+    """Any other results file with a flat ``summary``: its scalar entries."""
+    summary = data.get("summary", {})
+    rows = [[key, f"{value:.4g}" if isinstance(value, float) else str(value)]
+            for key, value in summary.items() if isinstance(value, (int, float, str, bool))]
+    lines = [f"Command: `{data['command']}`", ""] if "command" in data else []
+    return lines + table(["quantity", "value"], rows)
+
+
+LEADERBOARD_STREAMS = {
+    "pmnist": "Permuted MNIST, 5 experiences",
+    "pmnist10": "Permuted MNIST, 10 experiences",
+    "smnist": "Split MNIST, class-incremental, 5 experiences x 2 classes",
+    "sfmnist": "Split FashionMNIST, one class per experience",
+}
+
+# (file, section title, what the run shows, renderer), in the order of the document.
+SECTIONS: List[tuple] = [
+    ("leaderboard.json", "Leaderboard: Avalanche's strategies and lvae",
+     "Avalanche's strategies on an MLP (2 x 512) and `LifelongVAEStrategy`, evaluated on every test set after "
+     "the last experience; hyperparameters in `benchmarks/leaderboard.py`.", render_leaderboard),
+    ("lgm_permuted_mnist.json", "Reproduction: LGM Exp. 5.2, permuted MNIST",
+     "The papers' equations (`avalanche_lvae.presets`).", render_reproduction),
+    ("lgm_split_mnist.json", "Reproduction: LGM Exp. 5.1, split MNIST (one class per experience)",
+     "The papers' equations.", render_reproduction),
+    ("lgm_split_fmnist.json", "Reproduction: LGM Exp. 5.1, split FashionMNIST",
+     "The papers' equations.", render_reproduction),
+    ("cclgm_fig4.json", "Reproduction: CCL-GM Fig. 4, MNIST, FashionMNIST, permuted MNIST",
+     "The papers' equations.", render_reproduction),
+    ("ablation_split_mnist.json", "Reproduction: LGM Exp. 6.2, the two regularisers",
+     "Why the consistency KL and L_I are on: `both` against `consistency_only` (no L_I) and `neither`.",
+     render_reproduction),
+    ("speed.json", "Speed", "Training cost of one epoch per experience against the same model trained naively "
+     "and Avalanche's GenerativeReplay, measured in lockstep in one process.", render_speed),
+    ("long_run.json", "A long run: 20 experiences",
+     "Every loss term stays finite and the step time stays flat as past distributions accumulate.",
+     render_summary),
+]
+
+
+def renderer_for(data: dict) -> Callable[[dict], List[str]]:
+    """The renderer of a file that SECTIONS does not list, from the keys it holds."""
+    if "entries" in data:
+        return render_leaderboard
+    if "results" in data:
+        return render_run
+    if "per_seed" in data:
+        return render_reproduction
+    return render_summary
+
+
+def results_document() -> str:
+    lines = [
+        "# Results",
+        "",
+        "Every table below is written by `python benchmarks/report.py` from the JSON file named in its "
+        "heading, which the command under the heading wrote; none is typed by hand. Final average accuracy "
+        "over all tasks seen, average forgetting, negative test ELBO over all seen test sets (nats per image, "
+        "lower is better), Frechet distance of 10,000 generated images against all seen test sets (lower is "
+        "better) and the sample grid's row purity (the share of each row's samples that a reference classifier "
+        "assigns to the row's distribution), after the last experience. `-`: not measured, or the strategy has "
+        "no generative model. Times are training seconds on a 2-core CPU.",
+    ]
+    listed = set()
+    for name, title, blurb, render in SECTIONS:
+        if not (RESULTS / name).exists():
+            continue
+        listed.add(name)
+        lines += ["", f"## {title}", "", f"`benchmarks/results/{name}`. {blurb}", ""] + render(load(name))
+    for path in sorted(RESULTS.rglob("*.json")):
+        name = str(path.relative_to(RESULTS))
+        if name in listed:
+            continue
+        data = load(name)
+        lines += ["", f"## `{name}`", ""] + renderer_for(data)(data)
+    return "\n".join(lines) + "\n"
+
+
+def headline_table() -> str:
+    data = load("leaderboard.json")
+    return "\n".join(render_leaderboard(data, streams=HEADLINE_STREAMS))
+
+
+HEADLINE_STREAMS = ("smnist", "pmnist", "pmnist10", "sfmnist")
+
+
+def readme_with_headline(text: str) -> str:
+    """README.md's text with the block between the headline markers rewritten."""
+    start, end = text.find(HEADLINE_START), text.find(HEADLINE_END)
+    if start < 0 or end < start:
+        raise ValueError(f"README.md has no headline block: put {HEADLINE_START!r} and {HEADLINE_END!r} "
+                         "on their own lines where the table goes.")
+    return text[: start + len(HEADLINE_START)] + "\n" + headline_table() + "\n" + text[end:]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if a document differs from the JSON files")
+    args = parser.parse_args(argv)
+    wanted = {RESULTS_DOC: results_document(), README: readme_with_headline(README.read_text())}
+    stale = [path for path, text in wanted.items() if not path.exists() or path.read_text() != text]
+    if args.check:
+        for path in stale:
+            print(f"{path.relative_to(ROOT)} is stale: run python benchmarks/report.py", file=sys.stderr)
+        return 1 if stale else 0
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(wanted[path])
+        print(f"wrote {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

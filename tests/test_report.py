@@ -1,0 +1,39 @@
+"""docs/results.md and README.md's headline table are what benchmarks/report.py writes from the JSON files."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_results_document_and_headline_table_match_the_committed_json():
+    # --check regenerates both documents in memory and compares them with the committed files.
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"), "--check"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_changed_figure_makes_the_check_fail(tmp_path, monkeypatch):
+    # The check compares figures, so a JSON edited after the document was written is caught.
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import report
+    finally:
+        sys.path.pop(0)
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "leaderboard.json").write_text(
+        '{"command": "python benchmarks/leaderboard.py", "entries": {"lvae_smnist": {"final_avg_accuracy": 0.9, '
+        '"final_avg_forgetting": 0.05, "train_seconds": 10.0}}}')
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{report.HEADLINE_START}\n{report.HEADLINE_END}\n")
+    monkeypatch.setattr(report, "RESULTS", results)
+    monkeypatch.setattr(report, "RESULTS_DOC", tmp_path / "docs" / "results.md")
+    monkeypatch.setattr(report, "README", readme)
+    monkeypatch.setattr(report, "ROOT", tmp_path)
+    assert report.main([]) == 0
+    assert "| lvae | 0.900 | 0.050 | 10 |" in readme.read_text()
+    assert report.main(["--check"]) == 0
+    (results / "leaderboard.json").write_text((results / "leaderboard.json").read_text().replace("0.9", "0.8"))
+    assert report.main(["--check"]) == 1
