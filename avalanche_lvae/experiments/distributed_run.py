@@ -2,9 +2,10 @@
 
 Launched by ``torchrun`` (the ``WORLD_SIZE`` and ``RANK`` variables are set),
 the command joins the process group with Avalanche's
-``DistributedHelper.init_distributed`` (gloo on CPU, nccl with ``--device
-cuda``) before it builds the streams and the models, and every rank then
-trains the same strategies in lockstep (:mod:`avalanche_lvae.distributed`
+``DistributedHelper.init_distributed`` (gloo on CPU; nccl with ``--device
+cuda``, on one machine only, as Avalanche puts rank r on ``cuda:r``) before
+it builds the streams and the models, and every rank then trains the same
+strategies in lockstep (:mod:`avalanche_lvae.distributed`
 averages the gradients; the model is not wrapped in
 ``DistributedDataParallel``). What changes for the command:
 
@@ -15,7 +16,10 @@ averages the gradients; the model is not wrapped in
 - only rank 0 prints, shows progress bars, logs to TensorBoard, writes the
   results JSON, plots, sample grids and checkpoints (the other ranks' standard
   output is discarded); after each checkpoint all ranks wait at a barrier, and
-  on resume every rank loads the same file;
+  on resume every rank loads the same file (a checkpoint may be resumed by
+  another number of processes with the same ``--batch-size``: a valid run,
+  but not bit-identical to an uninterrupted one, whose ranks drew other
+  random numbers);
 - the reference classifier of the Frechet distance is trained (or loaded) by
   rank 0 first, so the others read its cache file instead of training it too;
 - the results JSON's ``config`` records ``world_size``, ``global_batch`` and
@@ -66,6 +70,17 @@ def check_distributed_arguments(parser, args) -> None:
     if args.batch_size % world:
         parser.error(f"argument --batch-size: the global batch {args.batch_size} does not divide among "
                      f"{world} processes; give a multiple of {world}")
+    if torch.device(args.device).type == "cuda":
+        # Avalanche 0.6's DistributedHelper puts rank r on cuda:r (the global rank), so every rank needs
+        # its own device on the one machine.
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+        if local != world:
+            parser.error(f"argument --device {args.device}: Avalanche's DistributedHelper places rank r on cuda:r, "
+                         f"which exists only on one machine; run the {world} processes on one machine, or use "
+                         "--device cpu on several")
+        if world > torch.cuda.device_count():
+            parser.error(f"argument --device {args.device}: {world} processes need {world} GPUs (one each), this "
+                         f"machine has {torch.cuda.device_count()}; lower --nproc_per_node")
     refused = [name for name in args.strategies if name not in DISTRIBUTED_STRATEGIES]
     if refused:
         parser.error(f"argument --strategies: {', '.join(refused)} cannot run under torchrun (Avalanche's plugins "
