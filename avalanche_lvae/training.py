@@ -168,7 +168,9 @@ class LVAETemplateMixin:
         draws from a stream shared by all ranks.
         """
         device = torch.device(self.device)
-        cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+        cuda = []
+        if device.type == "cuda":
+            cuda = [device.index if device.index is not None else torch.cuda.current_device()]
         with torch.random.fork_rng(devices=cuda), deferred_checks(None), distributed.shared_random_stream():
             return super().eval(*args, **kwargs)
 

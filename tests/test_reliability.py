@@ -390,7 +390,7 @@ def test_cli_rejects_bad_input_with_one_error_line(argv, message, tmp_path, caps
 
 
 def _final_digests(stream, evaluate: str):
-    """Student and teacher digests after training ``stream``, evaluating: never, between experiences, or periodically."""
+    """Student and teacher digests after training ``stream``; evaluating never, between experiences, or every epoch."""
     from avalanche.training.determinism.rng_manager import RNGManager
 
     from avalanche_lvae.distributed import replica_digest

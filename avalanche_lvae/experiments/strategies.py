@@ -188,8 +188,9 @@ def make_strategy(name: str, args, n_classes: int, reference=None, tb_dir: Optio
     device = torch.device(args.device)
     # --batch-size is the global minibatch: under torchrun each rank trains on its share (it divides,
     # see distributed_run) and evaluates the whole test set at the full size.
-    common = dict(train_mb_size=args.batch_size // DistributedHelper.world_size, train_epochs=args.epochs, eval_mb_size=args.batch_size,
-                  device=device, evaluator=evaluator(name, args, reference, tb_dir, n_classes, plots_name))
+    common = dict(train_mb_size=args.batch_size // DistributedHelper.world_size, train_epochs=args.epochs,
+                  eval_mb_size=args.batch_size, device=device,
+                  evaluator=evaluator(name, args, reference, tb_dir, n_classes, plots_name))
     if name in GENERATIVE:
         model_kwargs, strategy_kwargs = lvae_settings(args)
         model = LifelongVAE(input_shape=(1, 28, 28), num_classes=n_classes,
