@@ -6,9 +6,10 @@ the ranks replay different images; the pre-loaded loader shards every epoch as D
 does; every rank reports the same test accuracy over the whole test set; and that accuracy is within
 0.02 of a single-process run with the same global batch.
 
-The command line under ``python -m torch.distributed.run`` (torchrun), 2 processes: one results JSON with
-the world size in its config, checkpoints written once, and a run killed in experience 1 resumed by 2
-processes to the uninterrupted run's numbers, bit for bit.
+The command line under ``python -m torch.distributed.run`` (torchrun), 2 processes: one results JSON
+with the world size in its config, checkpoints written once, a divergence reported once with exit code
+1, and a run killed in experience 1 resumed by 2 processes to the uninterrupted run's numbers, bit for
+bit.
 """
 
 import hashlib
@@ -171,7 +172,16 @@ def test_cli_under_torchrun_writes_once_and_resumes_bit_for_bit(data_root, tmp_p
     assert sorted(os.listdir(ck / "lvae")) == ["ckpt_exp000.pkl"]
     assert sorted(os.listdir(out)) == ["full.json"]
 
-    # Resumed by 2 processes: the numbers of the uninterrupted run, bit for bit.
+    # Resumed with --lr 1e6: every rank stops at the same iteration; one error line (rank 0's), exit
+    # code 1 (torchrun may stop the other rank first), the checkpoint unchanged, no results JSON.
+    before = (ck / "lvae" / "ckpt_exp000.pkl").read_bytes()
+    diverged = _torchrun(data_root, ["--results-json", out / "resumed.json", "--checkpoint-dir", ck, "--lr", "1e6"])
+    errors = [line for line in diverged.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "non-finite loss at experience 1" in errors[0], diverged.stderr[-3000:]
+    assert "exitcode  : 1 " in diverged.stderr, diverged.stderr[-3000:]
+    assert (ck / "lvae" / "ckpt_exp000.pkl").read_bytes() == before and sorted(os.listdir(out)) == ["full.json"]
+
+    # Resumed by 2 processes with the original flags: the numbers of the uninterrupted run, bit for bit.
     resumed = _torchrun(data_root, ["--results-json", out / "resumed.json", "--checkpoint-dir", ck])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     again = json.loads((out / "resumed.json").read_text())["results"]["lvae"]
