@@ -160,7 +160,7 @@ class LVAETemplateMixin:
         """Avalanche's evaluation, on a fork of torch's random generators (CPU and the strategy's CUDA device).
 
         The evaluation draws random numbers (sampled reconstructions of the
-        -ELBO, generated images, the loader's seed); on the fork, it leaves
+        -ELBO, generated images); on the fork, it leaves
         the generators as it found them, so whether and how often a run is
         evaluated (``eval_every``, an ``eval`` after each experience or not)
         does not change its training. An evaluation started inside a training

@@ -26,6 +26,7 @@ import sys
 import warnings
 from typing import Optional, Sequence
 
+from . import distributed_run
 from .arguments import OneLineErrorParser, build_run_parser, check_run_arguments
 from .stream_specs import STREAMS, build_benchmark
 
@@ -59,8 +60,6 @@ def run_stream(stream: str, argv: Sequence[str], prog: str = "avalanche-lvae") -
     warnings.filterwarnings("ignore", message="No loggers specified")  # no logger is on purpose
     spec = STREAMS[stream]
     parser = build_run_parser(f"{prog} run {stream}", spec)
-    from . import distributed_run
-
     try:
         with distributed_run.errors_on_main_only():
             args = parser.parse_args(list(argv))
@@ -82,7 +81,6 @@ def _run_and_report(stream: str, spec, args, config: dict) -> int:
     """Build the stream, run every strategy, print the table and write the outputs (rank 0 only)."""
     from avalanche_lvae import NonFiniteLossError
 
-    from . import distributed_run
     from .checkpoints import CheckpointError
     from .plots import write_plots
     from .reference import build_reference, reference_summary
