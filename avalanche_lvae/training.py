@@ -19,6 +19,8 @@ model's dataclass output:
   averaged across processes before every update and the replicas are kept
   identical (:mod:`avalanche_lvae.distributed`);
 - ``optimizer_step`` anneals the Gumbel-softmax temperature;
+- ``eval`` runs on a fork of torch's random generators, so evaluating does
+  not change the training run;
 - before each training experience the data are checked (pixel range, shape,
   labels) so that a wrong transform fails at once, not as a NaN mid-epoch.
 
@@ -155,9 +157,21 @@ class LVAETemplateMixin:
         distributed.sync_buffers(self.model)
 
     def eval(self, *args, **kwargs):
-        # An evaluation started inside a training epoch (Avalanche's periodic
-        # eval) checks its inputs immediately again, with the shared random stream.
-        with deferred_checks(None), distributed.shared_random_stream():
+        """Avalanche's evaluation, on a fork of torch's random generators (CPU and the strategy's CUDA device).
+
+        The evaluation draws random numbers (sampled reconstructions of the
+        -ELBO, generated images); on the fork, it leaves
+        the generators as it found them, so whether and how often a run is
+        evaluated (``eval_every``, an ``eval`` after each experience or not)
+        does not change its training. An evaluation started inside a training
+        epoch checks its inputs immediately again and, under ``torchrun``,
+        draws from a stream shared by all ranks.
+        """
+        device = torch.device(self.device)
+        cuda = []
+        if device.type == "cuda":
+            cuda = [device.index if device.index is not None else torch.cuda.current_device()]
+        with torch.random.fork_rng(devices=cuda), deferred_checks(None), distributed.shared_random_stream():
             return super().eval(*args, **kwargs)
 
     def make_eval_dataloader(self, **kwargs):

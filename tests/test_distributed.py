@@ -5,12 +5,20 @@ teacher are bit-identical across ranks after every experience (SHA-256 of all we
 the ranks replay different images; the pre-loaded loader shards every epoch as DistributedSampler
 does; every rank reports the same test accuracy over the whole test set; and that accuracy is within
 0.02 of a single-process run with the same global batch.
+
+The command line under ``python -m torch.distributed.run`` (torchrun), 2 processes: one results JSON
+with the world size in its config, checkpoints written once, a divergence reported once with exit code
+1, and a run killed in experience 1 resumed by 2 processes to the uninterrupted run's numbers, bit for
+bit.
 """
 
 import hashlib
 import json
 import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
@@ -20,6 +28,8 @@ from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import EvaluationPlugin
 
 from avalanche_lvae import JointBoundLoss, LifelongVAE, LifelongVAEStrategy
+from avalanche_lvae.experiments.cli import main as cli_main
+from avalanche_lvae.experiments.runner import CRASH_ENV_VAR, CRASH_EXIT_CODE
 from avalanche_lvae.streams import permuted_mnist
 
 WORLD, GLOBAL_BATCH, EPOCHS, TRAIN, TEST = 2, 50, 6, 1000, 1000
@@ -118,3 +128,79 @@ def test_two_processes_train_in_lockstep_and_match_one_process(data_root, tmp_pa
     print(f"accuracy: 2 processes {ranks[0]['accuracy']:.4f}, 1 process {single['accuracy']:.4f}")
     assert ranks[0]["accuracy"] > 0.3, ranks[0]["accuracy"]  # chance: 0.1
     assert abs(ranks[0]["accuracy"] - single["accuracy"]) <= 0.02, (ranks[0]["accuracy"], single["accuracy"])
+
+
+# ---- the command line under torchrun -------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+TORCHRUN = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}"]
+CLI_RUN = ["-m", "avalanche_lvae", "run", "split_mnist", "--strategies", "lvae", "--max-train-per-experience", "200",
+           "--max-test-per-experience", "100", "--epochs", "1", "--no-frechet", "--n-experiences", "2",
+           "--batch-size", "50"]
+REPRODUCIBLE = ("avg_accuracy_per_experience", "accuracy_per_experience", "neg_elbo_per_experience",
+                "final_avg_forgetting")
+
+
+def _torchrun(data_root, flags, crash_at=None):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), LVAE_DATA_DIR=str(data_root))
+    env.pop(CRASH_ENV_VAR, None)
+    if crash_at is not None:
+        env[CRASH_ENV_VAR] = str(crash_at)
+    return subprocess.run([sys.executable, *TORCHRUN, *CLI_RUN, *map(str, flags)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_under_torchrun_writes_once_and_resumes_bit_for_bit(data_root, tmp_path):
+    # Uninterrupted: exit 0, one results JSON (rank 0's), one table, world size and batches in config.
+    out = tmp_path / "out"
+    out.mkdir()
+    done = _torchrun(data_root, ["--results-json", out / "full.json", "--checkpoint-dir", tmp_path / "ck_full"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(os.listdir(out)) == ["full.json"]
+    assert done.stdout.count("results written to") == 1 and done.stdout.count("avg acc") == 1, done.stdout
+    full = json.loads((out / "full.json").read_text())
+    assert {k: full["config"][k] for k in ("world_size", "global_batch", "per_rank_batch", "batch_size")} == \
+        dict(world_size=2, global_batch=50, per_rank_batch=25, batch_size=50)
+    assert full["results"]["lvae"]["resumed_after_experience"] is None
+    assert sorted(os.listdir(tmp_path / "ck_full" / "lvae")) == ["ckpt_exp000.pkl", "ckpt_exp001.pkl"]
+
+    # Killed in the middle of experience 1 (both ranks, after their first update): the checkpoint of
+    # experience 0 is complete, no results JSON.
+    ck = tmp_path / "ck"
+    crashed = _torchrun(data_root, ["--results-json", out / "resumed.json", "--checkpoint-dir", ck], crash_at=1)
+    assert crashed.returncode != 0 and f"exitcode  : {CRASH_EXIT_CODE}" in crashed.stderr, crashed.stderr[-3000:]
+    assert sorted(os.listdir(ck / "lvae")) == ["ckpt_exp000.pkl"]
+    assert sorted(os.listdir(out)) == ["full.json"]
+
+    # Resumed with --lr 1e6: every rank stops at the same iteration; one error line (rank 0's), exit
+    # code 1 (torchrun may stop the other rank first), the checkpoint unchanged, no results JSON.
+    before = (ck / "lvae" / "ckpt_exp000.pkl").read_bytes()
+    diverged = _torchrun(data_root, ["--results-json", out / "resumed.json", "--checkpoint-dir", ck, "--lr", "1e6"])
+    errors = [line for line in diverged.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "non-finite loss at experience 1" in errors[0], diverged.stderr[-3000:]
+    assert "exitcode  : 1 " in diverged.stderr, diverged.stderr[-3000:]
+    assert (ck / "lvae" / "ckpt_exp000.pkl").read_bytes() == before and sorted(os.listdir(out)) == ["full.json"]
+
+    # Resumed by 2 processes with the original flags: the numbers of the uninterrupted run, bit for bit.
+    resumed = _torchrun(data_root, ["--results-json", out / "resumed.json", "--checkpoint-dir", ck])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    again = json.loads((out / "resumed.json").read_text())["results"]["lvae"]
+    assert again["resumed_after_experience"] == 0
+    first = full["results"]["lvae"]
+    assert {k: again[k] for k in REPRODUCIBLE} == {k: first[k] for k in REPRODUCIBLE}
+    assert first["avg_accuracy_per_experience"][0] > 0.3  # it trained (10-way classifier: chance 0.1)
+
+
+def test_cli_refuses_what_cannot_run_under_torchrun(monkeypatch, capsys):
+    # Checked from the torchrun variables before joining the process group: exit 2, one error line.
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cli_main(["run", "split_mnist", "--strategies", "lvae", "--batch-size", "51"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "global batch 51 does not divide among 2 processes" in err, err
+    assert cli_main(["run", "split_mnist", "--strategies", "lvae,gr,si"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "gr, si cannot run under torchrun" in err, err
+    monkeypatch.setenv("RANK", "1")  # the other ranks stay silent
+    assert cli_main(["run", "split_mnist", "--strategies", "lwf"]) == 2
+    assert capsys.readouterr().err == ""

@@ -387,3 +387,37 @@ def test_cli_rejects_bad_input_with_one_error_line(argv, message, tmp_path, caps
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and error_lines(stderr) == lines and message in lines[0], stderr
     assert not out.exists()
+
+
+def _final_digests(stream, evaluate: str):
+    """Student and teacher digests after training ``stream``; evaluating never, between experiences, or every epoch."""
+    from avalanche.training.determinism.rng_manager import RNGManager
+
+    from avalanche_lvae.distributed import replica_digest
+
+    RNGManager.set_random_seeds(0)
+    model = LifelongVAE(hidden_dim=32)
+    # Every metric that draws random numbers: sampled reconstructions (-ELBO), generated grids.
+    strategy = LifelongVAEStrategy(model=model, optimizer=torch.optim.Adam(model.parameters()), train_mb_size=50,
+                                   train_epochs=2, eval_mb_size=100, eval_every=1 if evaluate == "periodic" else -1,
+                                   evaluator=EvaluationPlugin(neg_elbo_metrics(), generated_samples_metrics(),
+                                                              loggers=[]))
+    for i, experience in enumerate(stream.train_stream):
+        if evaluate == "periodic":
+            strategy.train(experience, eval_streams=[stream.test_stream[: i + 1]])
+        else:
+            strategy.train(experience)
+        if evaluate == "between":
+            strategy.eval(stream.test_stream[: i + 1])
+    return replica_digest(strategy.model), replica_digest(strategy.teacher)
+
+
+def test_evaluating_leaves_the_training_run_unchanged(data_root):
+    # The LVAE templates evaluate on a fork of torch's generators: whether and how often a run is
+    # evaluated changes no weight of the student or of the teacher (the replay, noise and L_I draws
+    # of the next experience are the same).
+    stream = permuted_mnist(n_experiences=3, max_train_per_experience=200, max_test_per_experience=100,
+                            dataset_root=data_root, seed=0)
+    never = _final_digests(stream, "never")
+    assert _final_digests(stream, "between") == never
+    assert _final_digests(stream, "periodic") == never

@@ -143,7 +143,8 @@ def build_run_parser(prog: str, spec: StreamSpec) -> argparse.ArgumentParser:
                    help="number of experiences in the stream")
     p.add_argument("--epochs", type=positive_int, default=spec.epochs, help="training epochs per experience")
     p.add_argument("--batch-size", type=positive_int, default=spec.batch_size,
-                   help="training and evaluation minibatch size")
+                   help="training and evaluation minibatch size (under torchrun the global training minibatch, "
+                        "split evenly among the processes)")
     p.add_argument("--lr", type=finite_number(positive=True), default=1e-3,
                    help="Adam learning rate (may differ on a resume: it is applied to the restored optimizer)")
     p.add_argument("--seed", type=non_negative_int, default=0,

@@ -43,7 +43,9 @@ from typing import List, Optional, Sequence, Tuple
 __all__ = ["CheckpointError", "StrategyCheckpoints", "MAY_DIFFER_ON_RESUME", "resume_config"]
 
 #: Flags that name places or that are applied after loading; every other flag must match the checkpoint's.
-MAY_DIFFER_ON_RESUME = ("results_json", "checkpoint_dir", "strategies", "lr", "dataset_root")
+MAY_DIFFER_ON_RESUME = ("results_json", "checkpoint_dir", "strategies", "lr", "dataset_root",
+                        # the global batch must match; the number of processes sharing it may change
+                        "world_size", "per_rank_batch", "global_batch")
 _FILE = re.compile(r"^ckpt_exp(\d+)\.pkl$")
 _KEEP = 2
 # Per-minibatch leftovers of the last evaluation: not needed to resume, and
@@ -113,7 +115,8 @@ class StrategyCheckpoints:
 
         for leftover in os.listdir(self.folder) if os.path.isdir(self.folder) else []:
             if leftover.startswith(".tmp-ckpt_"):  # a save interrupted before its rename
-                os.unlink(os.path.join(self.folder, leftover))
+                with contextlib.suppress(FileNotFoundError):  # under torchrun every rank cleans up
+                    os.unlink(os.path.join(self.folder, leftover))
         files = self.files()
         if not files:
             return None

@@ -9,6 +9,10 @@ prints a table and optionally writes the results JSON (layout in
     avalanche-lvae run permuted_mnist --strategies lvae,ewc,gr --results-json pm.json --plots plots/
     avalanche-lvae run split_mnist --max-train-per-experience 1000 --no-frechet      # quick
     avalanche-lvae run permuted_mnist --help                                          # every flag
+    torchrun --standalone --nproc_per_node=2 -m avalanche_lvae run permuted_mnist --batch-size 256 --strategies lvae
+
+Under ``torchrun`` (docs/distributed.md, :mod:`avalanche_lvae.experiments.distributed_run`)
+``--batch-size`` is the global minibatch and only rank 0 prints and writes.
 
 Exit codes: 0 done (or ``--help``); 2 a bad flag, a missing dataset, a bad
 stream size or an unusable checkpoint (one ``error: ...`` line on stderr);
@@ -22,6 +26,7 @@ import sys
 import warnings
 from typing import Optional, Sequence
 
+from . import distributed_run
 from .arguments import OneLineErrorParser, build_run_parser, check_run_arguments
 from .stream_specs import STREAMS, build_benchmark
 
@@ -56,10 +61,24 @@ def run_stream(stream: str, argv: Sequence[str], prog: str = "avalanche-lvae") -
     spec = STREAMS[stream]
     parser = build_run_parser(f"{prog} run {stream}", spec)
     try:
-        args = parser.parse_args(list(argv))
-        check_run_arguments(parser, args)
+        with distributed_run.errors_on_main_only():
+            args = parser.parse_args(list(argv))
+            check_run_arguments(parser, args)
+            distributed_run.check_distributed_arguments(parser, args)
     except SystemExit as exc:  # argparse: --help (0) or parser.error (2)
         return exc.code if isinstance(exc.code, int) else 2
+    config = dict(vars(args))  # before start(): under torchrun --device becomes this rank's device
+    distributed_run.start(args)
+    try:
+        config.update(distributed_run.run_config(args))
+        with distributed_run.quiet_unless_main():
+            return _run_and_report(stream, spec, args, config)
+    finally:
+        distributed_run.finish()
+
+
+def _run_and_report(stream: str, spec, args, config: dict) -> int:
+    """Build the stream, run every strategy, print the table and write the outputs (rank 0 only)."""
     from avalanche_lvae import NonFiniteLossError
 
     from .checkpoints import CheckpointError
@@ -69,20 +88,23 @@ def run_stream(stream: str, argv: Sequence[str], prog: str = "avalanche-lvae") -
     from .runner import run_strategy
     from .strategies import GENERATIVE
 
-    config = dict(vars(args))
+    main_process = distributed_run.is_main_process()
     try:
         benchmark = build_benchmark(spec, args)
         reference = None
         if not args.no_frechet and any(name in GENERATIVE for name in args.strategies):
-            reference = build_reference(stream, benchmark, args, spec.reference_epochs)
-        results = {name: run_strategy(name, benchmark, args, config, N_CLASSES, reference)
+            with distributed_run.main_process_first():  # rank 0 trains and caches it, the others load the cache
+                reference = build_reference(stream, benchmark, args, spec.reference_epochs)
+        results = {name: run_strategy(name, benchmark, args, config, N_CLASSES, reference, progress_bar=main_process)
                    for name in args.strategies}
-    except NonFiniteLossError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except NonFiniteLossError as exc:  # raised by every rank at the same iteration
+        distributed_run.print_error(str(exc))
         return 1
     except (ValueError, FileNotFoundError, CheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        distributed_run.print_error(str(exc))
         return 2
+    if not main_process:
+        return 0
     print(f"\n{stream}: {args.n_experiences} experiences, {args.epochs} epoch(s) each, seed {args.seed}")
     print(format_table(results))
     if args.results_json:

@@ -3,7 +3,8 @@
 ``--results-json`` gets::
 
     {"benchmark": "permuted_mnist" | "split_fmnist" | "split_mnist",
-     "config": {every flag},
+     "config": {every flag, and "world_size": processes (1 without torchrun),
+                "global_batch": --batch-size, "per_rank_batch": global_batch // world_size},
      "reference_classifier": null | {"name", "test_accuracy", "test_accuracy_per_experience",
                                      "epochs", "n_train", "train_seconds", "cache_file"},
      "results": {STRATEGY: {

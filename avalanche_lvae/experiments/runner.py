@@ -30,6 +30,7 @@ from typing import Dict, List, Optional
 
 from avalanche_lvae.avalanche_fixes import synaptic_intelligence_weight_copies
 
+from . import distributed_run
 from .checkpoints import StrategyCheckpoints, resume_config
 from .strategies import make_strategy
 
@@ -70,7 +71,7 @@ def _crash_experience(name: str) -> Optional[int]:
 def _arm_crash(strategy) -> None:
     from avalanche.core import SupervisedPlugin
 
-    class _Crash(SupervisedPlugin):
+    class _Crash(SupervisedPlugin, supports_distributed=True):
         def after_training_iteration(self, strategy, **kwargs):
             sys.stdout.flush()
             sys.stderr.flush()
@@ -165,10 +166,16 @@ def run_strategy(name: str, benchmark, args, config: dict, n_classes: int, refer
     checkpoint in ``<checkpoint_dir>/<name>`` (if any): model, optimizer,
     teacher, metric state, RNG state and the history of the experiences
     already done. Returns the strategy's entry of the results JSON.
+
+    Under ``torchrun`` (:mod:`~avalanche_lvae.experiments.distributed_run`)
+    every rank trains and evaluates; rank 0 alone writes the checkpoints and
+    the others wait for each one at a barrier; on resume every rank loads the
+    same file onto its device.
     """
     from tqdm import tqdm
 
-    tb_dir = None if args.tensorboard is None else os.path.join(args.tensorboard, name)
+    main_process = distributed_run.is_main_process()
+    tb_dir = None if args.tensorboard is None or not main_process else os.path.join(args.tensorboard, name)
     strategy, generative = make_strategy(kind or name, args, n_classes, reference, tb_dir, plots_name=name)
     progress = new_progress(name, config)
     checkpoints = None
@@ -177,12 +184,15 @@ def run_strategy(name: str, benchmark, args, config: dict, n_classes: int, refer
         loaded = checkpoints.load_latest(strategy, args.device, config, name)
         if loaded is not None:
             strategy, progress = loaded
+            distributed_run.drop_outputs_unless_main(strategy)
             progress["resumed_after"] = progress["experiences_done"] - 1
             if _is_cumulative(strategy):
                 strategy.dataset = _cumulative_dataset(benchmark, progress["experiences_done"])
             # --lr may differ from the checkpoint's (e.g. lower after a divergence).
             for group in strategy.optimizer.param_groups:
                 group["lr"] = args.lr
+            # The number of processes sharing --batch-size may differ from the checkpoint's.
+            strategy.train_mb_size = args.batch_size // distributed_run.launched_world_size()
     has_fd = generative and reference is not None
     start = progress["experiences_done"]
     n_exp = len(benchmark.train_stream)
@@ -205,7 +215,9 @@ def run_strategy(name: str, benchmark, args, config: dict, n_classes: int, refer
                 progress.setdefault("purity_row_history", []).append(purity_rows)
             progress["experiences_done"] = i + 1
             if checkpoints is not None:
-                checkpoints.save(strategy, progress, i, exclude=("dataset",) if _is_cumulative(strategy) else ())
+                if main_process:
+                    checkpoints.save(strategy, progress, i, exclude=("dataset",) if _is_cumulative(strategy) else ())
+                distributed_run.after_checkpoint()
             bar.update(1)
             bar.set_postfix(postfix)
     finally:

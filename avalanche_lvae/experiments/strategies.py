@@ -3,7 +3,7 @@
 =========== ===================================================================
 lvae        ``LifelongVAEStrategy`` over ``LifelongVAE(discrete_dim=1)`` (z_d grows)
 naive       ``LVAENaive`` over ``LifelongVAE(discrete_dim=n_experiences)`` (vae-cl)
-ewc         ``naive`` + Avalanche's ``EWCPlugin(ewc_lambda, mode="separate")``
+ewc         ``naive`` + Avalanche's ``EWCPlugin(ewc_lambda, mode="separate")`` (:class:`GlobalBatchEWCPlugin`)
 cumulative  ``LVAECumulative`` over ``LifelongVAE(discrete_dim=n_experiences)``
 gr          Avalanche's ``GenerativeReplay`` over ``SimpleMLP``
 lwf         Avalanche's ``LwF`` over ``SimpleMLP``
@@ -36,10 +36,12 @@ import os
 from typing import Optional, Tuple
 
 import torch
+from avalanche.distributed import DistributedHelper
 from avalanche.training import VAETraining
+from avalanche.training.plugins import EWCPlugin
 
 __all__ = ["STRATEGIES", "DEFAULT_STRATEGIES", "GENERATIVE", "evaluator", "GeneratorTraining",
-           "quiet_generator_strategy", "lvae_settings", "make_strategy"]
+           "quiet_generator_strategy", "lvae_settings", "make_strategy", "GlobalBatchEWCPlugin"]
 
 STRATEGIES = ("lvae", "naive", "ewc", "gr", "lwf", "si", "cumulative")
 DEFAULT_STRATEGIES = "lvae,naive,ewc,gr"
@@ -71,18 +73,39 @@ def evaluator(name: str, args, reference=None, tb_dir: Optional[str] = None, n_c
         if reference is not None:
             metrics.append(frechet_distance_metrics(reference, n_samples=args.fd_samples,
                                                     batch_size=min(1000, args.fd_samples)))
-        save_dir = None if args.plots is None else os.path.join(args.plots, plots_name or name)
+        # Under torchrun only rank 0 writes grids (every rank computes the same ones).
+        write = args.plots is not None and DistributedHelper.is_main_process
+        save_dir = os.path.join(args.plots, plots_name or name) if write else None
         metrics.append(generated_samples_metrics(save_dir=save_dir))
         if name == "lvae":  # the only strategy with a teacher, and whose z_d value j is experience j
             metrics.append(consistency_metrics())
             if reference is not None:
                 metrics.append(component_purity_metrics(reference, num_classes=n_classes))
     loggers = []
-    if tb_dir is not None:
+    if tb_dir is not None and DistributedHelper.is_main_process:  # Avalanche's loggers refuse other ranks
         from avalanche.logging import TensorboardLogger
 
         loggers.append(TensorboardLogger(tb_dir))
     return EvaluationPlugin(*metrics, loggers=loggers)
+
+
+class GlobalBatchEWCPlugin(EWCPlugin, supports_distributed=True):
+    """Avalanche's ``EWCPlugin``, computing the importances at the global minibatch size under ``torchrun``.
+
+    ``EWCPlugin`` estimates the Fisher information as the mean over
+    minibatches of ``train_mb_size`` of the squared gradient of the minibatch
+    mean loss, so its scale depends on that size (``--ewc-lambda`` is tuned
+    for ``--batch-size``). Under ``torchrun`` ``train_mb_size`` is the per-rank
+    share; this plugin uses ``train_mb_size * world_size``, the global batch,
+    so the penalty is the single-process one. Every rank computes the
+    importances over the whole experience with the same replica and the
+    same random stream (they run after the training epochs), so every rank
+    adds the same penalty; in a single process it is ``EWCPlugin`` unchanged.
+    """
+
+    def compute_importances(self, model, criterion, optimizer, dataset, device, batch_size, num_workers=0):
+        return super().compute_importances(model, criterion, optimizer, dataset, device,
+                                           batch_size * DistributedHelper.world_size, num_workers=num_workers)
 
 
 class GeneratorTraining(VAETraining):
@@ -156,7 +179,6 @@ def make_strategy(name: str, args, n_classes: int, reference=None, tb_dir: Optio
     from avalanche.models import SimpleMLP
     from avalanche.training import GenerativeReplay, LwF, SynapticIntelligence
     from avalanche.training.determinism.rng_manager import RNGManager
-    from avalanche.training.plugins import EWCPlugin
 
     from avalanche_lvae import LifelongVAE, LifelongVAEStrategy, LVAECumulative, LVAENaive
 
@@ -164,8 +186,11 @@ def make_strategy(name: str, args, n_classes: int, reference=None, tb_dir: Optio
         raise ValueError(f"unknown strategy {name!r}; choose from {','.join(STRATEGIES)}")
     RNGManager.set_random_seeds(args.seed)
     device = torch.device(args.device)
-    common = dict(train_mb_size=args.batch_size, train_epochs=args.epochs, eval_mb_size=args.batch_size,
-                  device=device, evaluator=evaluator(name, args, reference, tb_dir, n_classes, plots_name))
+    # --batch-size is the global minibatch: under torchrun each rank trains on its share (it divides,
+    # see distributed_run) and evaluates the whole test set at the full size.
+    common = dict(train_mb_size=args.batch_size // DistributedHelper.world_size, train_epochs=args.epochs,
+                  eval_mb_size=args.batch_size, device=device,
+                  evaluator=evaluator(name, args, reference, tb_dir, n_classes, plots_name))
     if name in GENERATIVE:
         model_kwargs, strategy_kwargs = lvae_settings(args)
         model = LifelongVAE(input_shape=(1, 28, 28), num_classes=n_classes,
@@ -177,7 +202,7 @@ def make_strategy(name: str, args, n_classes: int, reference=None, tb_dir: Optio
             common["criterion"] = strategy_kwargs["criterion"]
         if name == "cumulative":
             return LVAECumulative(model=model, optimizer=optimizer, **common), True
-        plugins = [EWCPlugin(ewc_lambda=args.ewc_lambda, mode="separate")] if name == "ewc" else None
+        plugins = [GlobalBatchEWCPlugin(ewc_lambda=args.ewc_lambda, mode="separate")] if name == "ewc" else None
         return LVAENaive(model=model, optimizer=optimizer, plugins=plugins, **common), True
 
     model = SimpleMLP(num_classes=n_classes, input_size=28 * 28, hidden_size=512, hidden_layers=2)
