@@ -65,21 +65,37 @@ def render_run(data: dict) -> List[str]:
     return lines + [""] + table(["strategy", "avg acc", "forgetting", "-ELBO", "FD", "row purity", "train s"], rows)
 
 
-def render_leaderboard(data: dict, streams: Optional[Sequence[str]] = None) -> List[str]:
-    """``benchmarks/leaderboard.py``: one table per stream (the entry name's suffix)."""
-    by_stream: Dict[str, list] = {}
-    for name, entry in data["entries"].items():
-        strategy, _, stream = name.rpartition("_")
-        by_stream.setdefault(stream, []).append((strategy, entry))
-    lines = [f"Command: `{data['command']}`"]
+def leaderboard_tables(files: Sequence[str], streams: Optional[Sequence[str]] = None) -> List[str]:
+    """``benchmarks/leaderboard.py`` runs: one table per stream (the entry name's suffix).
+
+    An entry of a later file replaces the same entry of an earlier one, so a
+    run of a few entries (``--entries ... --out-dir``) updates a full run.
+    """
+    by_stream: Dict[str, Dict[str, tuple]] = {}
+    for name in files:
+        data = load(name)
+        for entry_name, entry in data["entries"].items():
+            strategy, _, stream = entry_name.rpartition("_")
+            by_stream.setdefault(stream, {})[strategy] = (entry, name, data["command"])
+    lines: List[str] = []
     for stream in streams or sorted(by_stream):
         if stream not in by_stream:
             continue
-        rows = [[strategy, fmt(entry["final_avg_accuracy"], 3), fmt(entry["final_avg_forgetting"], 3),
-                 fmt(entry["train_seconds"], 0)] for strategy, entry in by_stream[stream]]
+        rows, sources = [], {}
+        for strategy, (entry, name, command) in by_stream[stream].items():
+            sources.setdefault(command, len(sources) + 1)
+            rows.append([strategy, fmt(entry["final_avg_accuracy"], 3), fmt(entry["final_avg_forgetting"], 3),
+                         fmt(entry["train_seconds"], 0), str(sources[command])])
         lines += ["", f"**{LEADERBOARD_STREAMS.get(stream, stream)}**", ""]
-        lines += table(["strategy", "final avg accuracy", "average forgetting", "train s"], rows)
-    return lines
+        lines += table(["strategy", "final avg accuracy", "average forgetting", "train s", "run"], rows)
+        lines += [""] + [f"Run {number}: `{command}`" for command, number in sources.items()]
+    return lines[1:]
+
+
+def leaderboard_files() -> List[str]:
+    """Every leaderboard run under benchmarks/results, in name order (``leaderboard.json`` first)."""
+    return [str(path.relative_to(RESULTS)) for path in sorted(RESULTS.rglob("leaderboard*.json"))
+            if "entries" in load(str(path.relative_to(RESULTS)))]
 
 
 def render_reproduction(data: dict) -> List[str]:
@@ -134,9 +150,6 @@ LEADERBOARD_STREAMS = {
 
 # (file, section title, what the run shows, renderer), in the order of the document.
 SECTIONS: List[tuple] = [
-    ("leaderboard.json", "Leaderboard: Avalanche's strategies and lvae",
-     "Avalanche's strategies on an MLP (2 x 512) and `LifelongVAEStrategy`, evaluated on every test set after "
-     "the last experience; hyperparameters in `benchmarks/leaderboard.py`.", render_leaderboard),
     ("lgm_permuted_mnist.json", "Reproduction: LGM Exp. 5.2, permuted MNIST",
      "The papers' equations (`avalanche_lvae.presets`).", render_reproduction),
     ("lgm_split_mnist.json", "Reproduction: LGM Exp. 5.1, split MNIST (one class per experience)",
@@ -158,8 +171,6 @@ SECTIONS: List[tuple] = [
 
 def renderer_for(data: dict) -> Callable[[dict], List[str]]:
     """The renderer of a file that SECTIONS does not list, from the keys it holds."""
-    if "entries" in data:
-        return render_leaderboard
     if "results" in data:
         return render_run
     if "per_seed" in data:
@@ -179,7 +190,13 @@ def results_document() -> str:
         "assigns to the row's distribution), after the last experience. `-`: not measured, or the strategy has "
         "no generative model. Times are training seconds on a 2-core CPU.",
     ]
-    listed = set()
+    boards = leaderboard_files()
+    lines += ["", "## Leaderboard: Avalanche's strategies and lvae", "",
+              "Avalanche's strategies on an MLP (2 x 512) and `LifelongVAEStrategy` with the library's defaults "
+              "unless the entry says otherwise, evaluated on every test set after the last experience; "
+              f"hyperparameters in `benchmarks/leaderboard.py`; data in {', '.join(f'`{b}`' for b in boards)}.",
+              ""] + leaderboard_tables(boards)
+    listed = set(boards)
     for name, title, blurb, render in SECTIONS:
         if not (RESULTS / name).exists():
             continue
@@ -195,8 +212,7 @@ def results_document() -> str:
 
 
 def headline_table() -> str:
-    data = load("leaderboard.json")
-    return "\n".join(render_leaderboard(data, streams=HEADLINE_STREAMS))
+    return "\n".join(leaderboard_tables(leaderboard_files(), streams=HEADLINE_STREAMS))
 
 
 HEADLINE_STREAMS = ("smnist", "pmnist", "pmnist10", "sfmnist")

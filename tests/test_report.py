@@ -33,7 +33,7 @@ def test_a_changed_figure_makes_the_check_fail(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "README", readme)
     monkeypatch.setattr(report, "ROOT", tmp_path)
     assert report.main([]) == 0
-    assert "| lvae | 0.900 | 0.050 | 10 |" in readme.read_text()
+    assert "| lvae | 0.900 | 0.050 | 10 | 1 |" in readme.read_text()
     assert report.main(["--check"]) == 0
     (results / "leaderboard.json").write_text((results / "leaderboard.json").read_text().replace("0.9", "0.8"))
     assert report.main(["--check"]) == 1
