@@ -131,6 +131,7 @@ def make_strategy(name: str, args, n_classes: int, reference=None, tb_dir: Optio
     from avalanche.training.plugins import EWCPlugin
 
     from avalanche_lvae import JointBoundLoss, LifelongVAE, LifelongVAEStrategy, LVAECumulative, LVAENaive
+    from avalanche_lvae.presets import PAPER_MODEL
 
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose from {','.join(STRATEGIES)}")
@@ -141,9 +142,11 @@ def make_strategy(name: str, args, n_classes: int, reference=None, tb_dir: Optio
     common = dict(train_mb_size=args.batch_size, train_epochs=args.epochs, eval_mb_size=args.batch_size,
                   device=device, evaluator=evaluator(name, args, reference, tb_dir, n_classes))
     if name in GENERATIVE:
+        # Replay labelled at the generating z needs the papers' classifier on z.
+        classifier = PAPER_MODEL if getattr(args, "replay_labels", None) == "prior" else {}
         model = LifelongVAE(input_shape=(1, 28, 28), num_classes=n_classes, arch=args.arch,
                             continuous_dim=args.continuous_dim,
-                            discrete_dim=1 if name == "lvae" else args.n_experiences)
+                            discrete_dim=1 if name == "lvae" else args.n_experiences, **classifier)
         optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
         common["criterion"] = JointBoundLoss(classification_weight=args.classification_weight)
         if name == "lvae":
