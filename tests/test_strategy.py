@@ -130,7 +130,8 @@ def test_teacher_replay_is_generated_and_labelled_by_the_teacher():
     # Hard labels are the teacher's argmax.
     strategy.mbatch = [torch.rand(4, 1, 28, 28), torch.tensor([1, 2, 3, 4]), torch.zeros(4, dtype=torch.long)]
     torch.manual_seed(7)
-    TeacherReplayPlugin(soft_labels=False, mixing="loss_weights", label_source="prior").before_training_iteration(strategy)
+    plugin = TeacherReplayPlugin(soft_labels=False, mixing="loss_weights", label_source="prior")
+    plugin.before_training_iteration(strategy)
     assert torch.equal(strategy.mbatch[1][4:], expected_labels.argmax(-1))
     # label_source="posterior": the teacher classifies x~ as it classifies a real image at test time.
     strategy.mbatch = [torch.rand(4, 1, 28, 28), torch.tensor([1, 2, 3, 4]), torch.zeros(4, dtype=torch.long)]
@@ -210,7 +211,8 @@ def test_distillation_labels_replay_at_temperature_and_scores_it_at_that_tempera
     strategy.mb_class_temperatures = None
     TeacherReplayPlugin(mixing="loss_weights").before_training_iteration(strategy)
     with torch.no_grad():
-        assert torch.allclose(strategy.mbatch[1][4:], teacher.encode_and_classify(strategy.mbatch[0][4:])[3].softmax(-1))
+        teacher_logits = teacher.encode_and_classify(strategy.mbatch[0][4:])[3]
+    assert torch.allclose(strategy.mbatch[1][4:], teacher_logits.softmax(-1))
     assert strategy.mb_class_temperatures is None
     with pytest.raises(ValueError, match="soft_labels=True"):
         TeacherReplayPlugin(soft_labels=False, distillation_temperature=2.0)
