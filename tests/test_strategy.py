@@ -474,11 +474,12 @@ def test_lifelong_strategy_forgets_less_than_naive(data_root):
             strategy.train(exp)
         results = strategy.eval(stream.test_stream[:1])
         first_task_accuracy[name] = results["Top1_Acc_Exp/eval_phase/test_stream/Task000/Exp000"]
-    # Measured with this seed, first task after three: lvae 0.216 (batch composition, which trains on
-    # 1/(k+1) of each experience per epoch), 0.290 with loss weights, naive 0.152. Seeds 1 and 2 gave
-    # 0.292 / 0.312 / 0.104 and 0.372 / 0.406 / 0.166.
-    assert first_task_accuracy["lvae"] > first_task_accuracy["naive"] + 0.05, first_task_accuracy
-    assert first_task_accuracy["lvae_loss_weights"] > first_task_accuracy["naive"] + 0.08, first_task_accuracy
+    # Measured with this seed and the library's defaults (classifier on the encoder's features, replay
+    # distilled at T = 2, classification weight 10), first task after three: lvae 0.868 (batch
+    # composition), 0.848 with loss weights, naive 0.226. With the papers' equations (PAPER_MODEL,
+    # PAPER_STRATEGY) they were 0.216 / 0.290 / 0.152.
+    assert first_task_accuracy["lvae"] > first_task_accuracy["naive"] + 0.3, first_task_accuracy
+    assert first_task_accuracy["lvae_loss_weights"] > first_task_accuracy["naive"] + 0.3, first_task_accuracy
 
 
 def test_library_defaults_forget_less_than_naive_on_class_incremental_mnist(data_root):
