@@ -7,6 +7,8 @@ The public API:
   ``SupervisedTemplate``);
 - :class:`LVAENaive`, :class:`LVAECumulative` -- Avalanche's ``Naive`` and
   ``Cumulative`` training the same model on the same loss (baselines);
+- :data:`PAPER_MODEL`, :data:`PAPER_STRATEGY` -- the papers' equations as
+  keyword presets (:mod:`avalanche_lvae.presets`);
 - :mod:`avalanche_lvae.plugins`, :mod:`avalanche_lvae.losses`,
   :mod:`avalanche_lvae.streams`, :mod:`avalanche_lvae.data`.
 """
@@ -16,6 +18,7 @@ The public API:
 from . import checkpoint as _checkpoint  # noqa: F401
 from .losses import JointBoundLoss
 from .models import LifelongVAE, LVAEOutput
+from .presets import PAPER_MODEL, PAPER_STRATEGY
 from .strategy import LifelongVAEStrategy
 from .training import LVAECumulative, LVAENaive, NonFiniteLossError
 
@@ -29,4 +32,6 @@ __all__ = [
     "LVAECumulative",
     "JointBoundLoss",
     "NonFiniteLossError",
+    "PAPER_MODEL",
+    "PAPER_STRATEGY",
 ]

@@ -36,6 +36,7 @@ __all__ = [
     "continuous_consistency_kl",
     "information_restriction",
     "frozen_batchnorm_statistics",
+    "distillation_loss",
     "JointBoundLoss",
 ]
 
@@ -76,7 +77,8 @@ class JointBound:
         return out
 
 
-def negative_joint_bound(output: LVAEOutput, x: torch.Tensor, targets: Optional[torch.Tensor] = None) -> JointBound:
+def negative_joint_bound(output: LVAEOutput, x: torch.Tensor, targets: Optional[torch.Tensor] = None,
+                         class_temperatures: Optional[torch.Tensor] = None) -> JointBound:
     """Per-sample terms of -[ELBO(x) + log p(y|z)] (CCL-GM Eq. 4).
 
     Args:
@@ -85,14 +87,19 @@ def negative_joint_bound(output: LVAEOutput, x: torch.Tensor, targets: Optional[
         targets: ``[N]`` integer labels, ``[N, num_classes]`` soft labels (rows
             summing to 1, e.g. the teacher's replay labels), or None for the
             plain ELBO.
+        class_temperatures: optional ``[N]`` per-row temperatures T: with soft
+            targets p, row i's classification term becomes the distillation loss
+            T^2 KL[p || softmax(logits / T)] (Hinton et al. 2015), which equals
+            the cross-entropy at T = 1 for one-hot targets.
     """
     check_images(x, tuple(output.reconstruction_logits.shape[1:]), "negative_joint_bound")
     if x.shape[0] != len(output):
         raise ValueError(f"negative_joint_bound: {x.shape[0]} images but the output has {len(output)} rows.")
-    return _joint_bound_terms(output, x, targets)
+    return _joint_bound_terms(output, x, targets, class_temperatures)
 
 
-def _joint_bound_terms(output: LVAEOutput, x: torch.Tensor, targets: Optional[torch.Tensor]) -> JointBound:
+def _joint_bound_terms(output: LVAEOutput, x: torch.Tensor, targets: Optional[torch.Tensor],
+                       class_temperatures: Optional[torch.Tensor] = None) -> JointBound:
     """:func:`negative_joint_bound` without the image checks, for images already checked."""
     # Grey-scale pixels are not binary: the Bernoulli log-likelihood is still
     # the (negative) binary cross-entropy, so the support check is switched off.
@@ -102,7 +109,10 @@ def _joint_bound_terms(output: LVAEOutput, x: torch.Tensor, targets: Optional[to
     continuous_kl = kl_divergence(output.continuous_posterior, prior_c).sum(-1)
     prior_d = Categorical(logits=torch.zeros_like(output.discrete_logits))
     discrete_kl = kl_divergence(output.discrete_posterior, prior_d)
-    classification = _classification_nll(output.class_logits, targets)
+    if class_temperatures is None:
+        classification = _classification_nll(output.class_logits, targets)
+    else:
+        classification = distillation_loss(output.class_logits, targets, class_temperatures)
     return JointBound(reconstruction, continuous_kl, discrete_kl, classification)
 
 
@@ -129,6 +139,25 @@ def _classification_nll(class_logits: torch.Tensor, targets: Optional[torch.Tens
     if targets.shape[0] != class_logits.shape[0]:
         raise ValueError(f"{targets.shape[0]} labels for {class_logits.shape[0]} samples.")
     return -predictive.log_prob(targets)
+
+
+def distillation_loss(class_logits: torch.Tensor, targets: torch.Tensor, temperatures: torch.Tensor) -> torch.Tensor:
+    """Per-row T^2 KL[p || softmax(logits / T)] for soft targets p (Hinton et al. 2015).
+
+    The targets are the teacher's probabilities at the same temperature,
+    softmax(teacher_logits / T); the T^2 factor keeps the gradient's scale
+    independent of T. With T = 1 and one-hot p it is the cross-entropy.
+    """
+    if not (targets.dim() == 2 and torch.is_floating_point(targets) and targets.shape == class_logits.shape):
+        raise ValueError(f"distillation needs soft targets of shape {tuple(class_logits.shape)}, "
+                         f"got {tuple(targets.shape)} {targets.dtype}.")
+    if temperatures.shape != (class_logits.shape[0],) or (not checks_deferred() and not (temperatures > 0).all()):
+        raise ValueError(f"class_temperatures must be [{class_logits.shape[0]}] positive values, "
+                         f"got shape {tuple(temperatures.shape)}.")
+    t = temperatures.unsqueeze(-1)
+    log_student = torch.log_softmax(class_logits / t, dim=-1)
+    kl = (torch.xlogy(targets, targets) - targets * log_student).sum(-1)
+    return temperatures.square() * kl
 
 
 def _padded_teacher_log_probs(teacher_logits: torch.Tensor, size: int, padding_mass: float) -> torch.Tensor:
@@ -299,7 +328,9 @@ class JointBoundLoss(nn.Module):
     the replay plugin uses them to give every distribution the same share.
     Optional ``reconstruction_targets`` (the shape of ``output.inputs``) are
     the images the Bernoulli reconstruction term scores instead of the inputs;
-    the replay plugin's ``temperature`` uses them.
+    the replay plugin's ``temperature`` uses them. Optional
+    ``class_temperatures`` (``[N]``) turn the classification term into
+    :func:`distillation_loss` (the replay plugin's ``distillation_temperature``).
     The last call's terms are kept in ``last_terms`` for logging.
 
     Args:
@@ -318,6 +349,7 @@ class JointBoundLoss(nn.Module):
         targets: torch.Tensor,
         sample_weights: Optional[torch.Tensor] = None,
         reconstruction_targets: Optional[torch.Tensor] = None,
+        class_temperatures: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         if not isinstance(output, LVAEOutput):
             raise ValueError(
@@ -344,6 +376,6 @@ class JointBoundLoss(nn.Module):
                 f"reconstruction_targets must have the inputs' shape {tuple(output.inputs.shape)}, "
                 f"got {tuple(reconstruction_targets.shape)}."
             )
-        terms = _joint_bound_terms(output, reconstruction_targets, targets).mean(sample_weights)
+        terms = _joint_bound_terms(output, reconstruction_targets, targets, class_temperatures).mean(sample_weights)
         self.last_terms = terms
         return terms.negative_elbo + self.classification_weight * terms.classification

@@ -96,6 +96,8 @@ class LVAETemplateMixin:
         mb_sample_weights: per-row loss weights of the current minibatch, or None.
         mb_reconstruction_targets: the images the reconstruction term scores
             for the current minibatch, or None (the inputs themselves).
+        mb_class_temperatures: per-row distillation temperatures of the
+            classification term, or None (all 1).
         replay_batch: the teacher's replay appended to this minibatch, or None.
         teacher: the frozen teacher (set by ``TeacherSwapPlugin``), or None.
         past_distributions: k, the number of distributions the teacher has
@@ -126,6 +128,7 @@ class LVAETemplateMixin:
         self.lvae_output: Optional[LVAEOutput] = None
         self.mb_sample_weights: Optional[torch.Tensor] = None
         self.mb_reconstruction_targets: Optional[torch.Tensor] = None
+        self.mb_class_temperatures: Optional[torch.Tensor] = None
         self.replay_batch = None
         self.teacher: Optional[LifelongVAE] = None
         self.past_distributions = 0
@@ -139,6 +142,7 @@ class LVAETemplateMixin:
         # Per-minibatch state: plugins set it again in before_training_iteration.
         self.mb_sample_weights = None
         self.mb_reconstruction_targets = None
+        self.mb_class_temperatures = None
         self.replay_batch = None
         self._finite_monitor.iteration = self.clock.train_exp_iterations
 
@@ -231,7 +235,8 @@ class LVAETemplateMixin:
 
     def criterion(self):
         # Only what a plugin set is passed, so a criterion without these keywords still works.
-        options = dict(sample_weights=self.mb_sample_weights, reconstruction_targets=self.mb_reconstruction_targets)
+        options = dict(sample_weights=self.mb_sample_weights, reconstruction_targets=self.mb_reconstruction_targets,
+                       class_temperatures=self.mb_class_temperatures)
         loss = self._criterion(self.lvae_output, self.mb_y, **{k: v for k, v in options.items() if v is not None})
         terms = getattr(self._criterion, "last_terms", None)
         self.loss_terms = {} if terms is None else {

@@ -174,7 +174,8 @@ def test_bad_arguments_exit_2_with_one_error_line(data_root, tmp_path, capsys, a
 
 
 def test_leaderboard_writes_one_row_per_entry(data_root, tmp_path):
-    entries = ["naive_pmnist", "ewc_pmnist", "lvae_pmnist", "lvae_sfmnist"]
+    entries = ["naive_pmnist", "ewc_pmnist", "lvae_pmnist", "lvae_sfmnist", "naive_smnist", "ewc_smnist",
+               "lvae_smnist", "lvae_naive_smnist"]
     code = load("leaderboard").main(["--quick", "--entries", ",".join(entries), "--n-experiences", "2",
                                      "--max-train-per-experience", "64", "--max-test-per-experience", "32",
                                      "--out-dir", str(tmp_path)])
@@ -190,6 +191,8 @@ def test_leaderboard_writes_one_row_per_entry(data_root, tmp_path):
     assert list(payload["entries"]) == entries
     assert payload["entries"]["ewc_pmnist"]["args"]["ewc_lambda"] == 1e4
     assert payload["entries"]["lvae_sfmnist"]["args"]["n_experiences"] == 2
+    assert payload["entries"]["lvae_smnist"]["args"]["train_mb_size"] == 128
+    assert payload["entries"]["ewc_smnist"]["args"]["drop_rate"] == 0.0
 
 
 def test_leaderboard_rejects_unknown_entries_and_hyperparameters(tmp_path, capsys):

@@ -10,6 +10,7 @@ from avalanche_lvae import JointBoundLoss, LifelongVAE
 from avalanche_lvae.losses import (
     consistency_kl,
     continuous_consistency_kl,
+    distillation_loss,
     frozen_batchnorm_statistics,
     information_restriction,
     negative_joint_bound,
@@ -258,3 +259,41 @@ def test_losses_reject_bad_images_and_non_model_outputs():
         JointBoundLoss(classification_weight=-1)
     with pytest.raises(ValueError, match="n must be a positive integer"):
         information_restriction(model, 0)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 0.5])
+def test_distillation_loss_is_t_squared_kl_at_temperature_t(temperature):
+    torch.manual_seed(0)
+    teacher, student = torch.randn(5, 10) * 3, (torch.randn(5, 10) * 3).requires_grad_()
+    targets = (teacher / temperature).softmax(-1)
+    t = torch.full((5,), temperature)
+    loss = distillation_loss(student, targets, t)
+    student_t = (student / temperature).softmax(-1)
+    assert torch.allclose(loss, temperature**2 * _categorical_kl(targets, student_t), atol=1e-5)
+    # Hinton et al.: the gradient is T (softmax(s/T) - p), zero when the student matches the teacher.
+    loss.sum().backward()
+    assert torch.allclose(student.grad, temperature * (student_t - targets).detach(), atol=1e-5)
+    assert torch.allclose(distillation_loss(teacher, targets, t), torch.zeros(5), atol=1e-5)
+
+
+def test_distillation_loss_is_the_cross_entropy_for_one_hot_rows_at_temperature_one():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(6, 10), torch.randint(0, 10, (6,))
+    one_hot = torch.nn.functional.one_hot(labels, 10).float()
+    assert torch.allclose(distillation_loss(logits, one_hot, torch.ones(6)),
+                          torch.nn.functional.cross_entropy(logits, labels, reduction="none"), atol=1e-5)
+    # Per-row temperatures through the criterion: real rows at 1, replayed rows at T.
+    model = LifelongVAE(hidden_dim=16).eval()
+    x = torch.rand(6, 1, 28, 28)
+    out = model(x)
+    temperatures = torch.tensor([1.0, 1.0, 1.0, 2.0, 2.0, 2.0])
+    targets = torch.cat([one_hot[:3], (torch.randn(3, 10) / 2).softmax(-1)])
+    bound = negative_joint_bound(out, x, targets, class_temperatures=temperatures)
+    assert torch.allclose(bound.classification, distillation_loss(out.class_logits, targets, temperatures))
+    criterion = JointBoundLoss(classification_weight=3.0)
+    loss = criterion(out, targets, class_temperatures=temperatures)
+    assert torch.allclose(loss, bound.negative_elbo.mean() + 3.0 * bound.classification.mean(), rtol=1e-5)
+    with pytest.raises(ValueError, match="soft targets"):
+        distillation_loss(logits, labels, torch.ones(6))
+    with pytest.raises(ValueError, match="positive"):
+        distillation_loss(logits, one_hot, torch.zeros(6))

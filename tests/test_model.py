@@ -10,11 +10,12 @@ def _batch(shape, n=6):
     return torch.rand(n, *shape), torch.randint(0, 10, (n,))
 
 
+@pytest.mark.parametrize("classifier_input", ["features", "latent"])
 @pytest.mark.parametrize("arch", ["dense", "conv"])
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
-def test_forward_backward_shapes_and_gradients_reach_every_parameter(arch, shape):
+def test_forward_backward_shapes_and_gradients_reach_every_parameter(arch, shape, classifier_input):
     torch.manual_seed(0)
-    model = LifelongVAE(input_shape=shape, arch=arch, discrete_dim=3, hidden_dim=64)
+    model = LifelongVAE(input_shape=shape, arch=arch, discrete_dim=3, hidden_dim=64, classifier_input=classifier_input)
     x, y = _batch(shape)
     out = model(x)
     assert isinstance(out, LVAEOutput)
@@ -30,7 +31,7 @@ def test_forward_backward_shapes_and_gradients_reach_every_parameter(arch, shape
 
 def test_eval_classification_is_deterministic_and_uses_the_posterior_mode():
     torch.manual_seed(0)
-    model = LifelongVAE(hidden_dim=32, discrete_dim=2).eval()
+    model = LifelongVAE(hidden_dim=32, discrete_dim=2, classifier_input="latent").eval()
     x, _ = _batch((1, 28, 28))
     a, b = model(x, sample=True), model(x, sample=True)
     assert torch.equal(a.class_logits, b.class_logits)
@@ -38,6 +39,27 @@ def test_eval_classification_is_deterministic_and_uses_the_posterior_mode():
     mode = model(x, sample=False)
     assert torch.equal(mode.z_continuous, mode.continuous_loc)
     assert torch.equal(mode.z_discrete.argmax(-1), mode.discrete_logits.argmax(-1))
+
+
+def test_features_classifier_reads_the_encoder_features_in_training_and_at_test():
+    torch.manual_seed(0)
+    model = LifelongVAE(hidden_dim=32, discrete_dim=2)
+    assert model.classifier_input == "features" and model.classifier_projection is None
+    x, _ = _batch((1, 28, 28))
+    for mode in (model.train(), model.eval()):
+        out = mode(x)
+        expected = model.classifier(model.encoder(x))
+        assert torch.allclose(out.class_logits, expected, atol=1e-6)
+    # The classifier does not depend on the latent sample, and encode_and_classify agrees with forward.
+    assert torch.equal(model(x, sample=True).class_logits, model(x, sample=False).class_logits)
+    loc, scale, discrete_logits, class_logits = model.encode_and_classify(x)
+    out = model(x)
+    assert torch.equal(class_logits, out.class_logits) and torch.equal(loc, out.continuous_loc)
+    with pytest.raises(ValueError, match='classifier_input="latent"'):
+        model.classify(torch.zeros(2, 14), torch.ones(2, 2))
+    latent = LifelongVAE(hidden_dim=32, discrete_dim=2, classifier_input="latent").eval()
+    *_, latent_logits = latent.encode_and_classify(x)
+    assert torch.equal(latent_logits, latent(x).class_logits)
 
 
 def test_training_draws_relaxed_discrete_samples():
@@ -70,9 +92,10 @@ def test_sample_without_component_spreads_rows_evenly():
         model.sample_latent(12, component=1, num_components=2)
 
 
-def test_grow_discrete_keeps_every_other_weight_and_output():
+@pytest.mark.parametrize("classifier_input", ["features", "latent"])
+def test_grow_discrete_keeps_every_other_weight_and_output(classifier_input):
     torch.manual_seed(0)
-    model = LifelongVAE(hidden_dim=32, discrete_dim=2).eval()
+    model = LifelongVAE(hidden_dim=32, discrete_dim=2, classifier_input=classifier_input).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x, _ = _batch((1, 28, 28))
     features_before = model.encoder(x)
@@ -81,6 +104,7 @@ def test_grow_discrete_keeps_every_other_weight_and_output():
     after = model.state_dict()
     grown = {"discrete_head.weight", "discrete_head.bias", "decoder_projection.discrete.weight",
              "classifier_projection.discrete.weight", "component_loc", "component_scale_tril"}
+    grown &= set(before)
     assert set(before) == set(after)
     for name in before:
         if name in grown:
@@ -90,7 +114,7 @@ def test_grow_discrete_keeps_every_other_weight_and_output():
     # Everything that does not read or write z_d is bit-identical.
     assert torch.equal(model.encoder(x), features_before)
     z_c = torch.randn(4, 14)
-    old_model = LifelongVAE(hidden_dim=32, discrete_dim=2).eval()
+    old_model = LifelongVAE(hidden_dim=32, discrete_dim=2, classifier_input=classifier_input).eval()
     old_model.load_state_dict(before)
     assert torch.equal(
         model.decoder(model.decoder_projection.continuous(z_c)), old_model.decoder(old_model.decoder_projection.continuous(z_c))
@@ -139,6 +163,7 @@ def test_forward_rejects_bad_images_with_a_clear_message(x, message):
         ({"min_temperature": -1.0}, "min_temperature"),
         ({"initial_temperature": 0.4, "min_temperature": 0.5}, "must not exceed"),
         ({"arch": "resnet"}, "arch"),
+        ({"classifier_input": "pixels"}, "classifier_input"),
         ({"input_shape": (28, 28)}, "input_shape"),
         ({"arch": "conv", "input_shape": (1, 64, 64)}, "32x32"),
     ],

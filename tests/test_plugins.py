@@ -31,13 +31,13 @@ def small_stream(data_root):
 
 def test_teacher_replay_is_generated_and_labelled_by_the_teacher():
     torch.manual_seed(0)
-    teacher = LifelongVAE(hidden_dim=HIDDEN, discrete_dim=3).eval()
+    teacher = LifelongVAE(hidden_dim=HIDDEN, discrete_dim=3, classifier_input="latent").eval()
     strategy = SimpleNamespace(
         teacher=teacher, train_mb_size=12, past_distributions=3,
         mbatch=[torch.rand(4, 1, 28, 28), torch.tensor([1, 2, 3, 4]), torch.zeros(4, dtype=torch.long)],
     )
     torch.manual_seed(7)
-    TeacherReplayPlugin(mixing="loss_weights").before_training_iteration(strategy)
+    TeacherReplayPlugin(mixing="loss_weights", label_source="prior").before_training_iteration(strategy)
     torch.manual_seed(7)
     z_c, z_d, components = teacher.sample_latent(12)
     with torch.no_grad():
@@ -54,7 +54,8 @@ def test_teacher_replay_is_generated_and_labelled_by_the_teacher():
     # Hard labels are the teacher's argmax.
     strategy.mbatch = [torch.rand(4, 1, 28, 28), torch.tensor([1, 2, 3, 4]), torch.zeros(4, dtype=torch.long)]
     torch.manual_seed(7)
-    TeacherReplayPlugin(soft_labels=False, mixing="loss_weights").before_training_iteration(strategy)
+    plugin = TeacherReplayPlugin(soft_labels=False, mixing="loss_weights", label_source="prior")
+    plugin.before_training_iteration(strategy)
     assert torch.equal(strategy.mbatch[1][4:], expected_labels.argmax(-1))
     # label_source="posterior": the teacher classifies x~ as it classifies a real image at test time.
     strategy.mbatch = [torch.rand(4, 1, 28, 28), torch.tensor([1, 2, 3, 4]), torch.zeros(4, dtype=torch.long)]

@@ -160,7 +160,11 @@ def lvae_settings(args) -> Tuple[dict, dict]:
     """
     from avalanche_lvae import JointBoundLoss
 
+    from avalanche_lvae.presets import PAPER_MODEL
+
     model_kwargs = {key: getattr(args, key) for key in ("arch", "continuous_dim") if getattr(args, key) is not None}
+    if args.replay_labels == "prior":  # replay labelled at the generating z needs the papers' classifier on z
+        model_kwargs.update(PAPER_MODEL)
     strategy_kwargs = {argument: getattr(args, flag) for flag, argument in _LVAE_STRATEGY_FLAGS.items()
                        if getattr(args, flag) is not None}
     if args.classification_weight is not None:
@@ -180,7 +184,7 @@ def make_strategy(name: str, args, n_classes: int, reference=None, tb_dir: Optio
     from avalanche.training import GenerativeReplay, LwF, SynapticIntelligence
     from avalanche.training.determinism.rng_manager import RNGManager
 
-    from avalanche_lvae import LifelongVAE, LifelongVAEStrategy, LVAECumulative, LVAENaive
+    from avalanche_lvae import JointBoundLoss, LifelongVAE, LifelongVAEStrategy, LVAECumulative, LVAENaive
 
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose from {','.join(STRATEGIES)}")
@@ -198,8 +202,9 @@ def make_strategy(name: str, args, n_classes: int, reference=None, tb_dir: Optio
         optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
         if name == "lvae":
             return LifelongVAEStrategy(model=model, optimizer=optimizer, **common, **strategy_kwargs), True
-        if "criterion" in strategy_kwargs:  # the classification weight applies to every LifelongVAE strategy
-            common["criterion"] = strategy_kwargs["criterion"]
+        # The classification weight applies to every LifelongVAE strategy, lvae's default included.
+        common["criterion"] = strategy_kwargs.get(
+            "criterion", JointBoundLoss(classification_weight=LifelongVAEStrategy.DEFAULT_CLASSIFICATION_WEIGHT))
         if name == "cumulative":
             return LVAECumulative(model=model, optimizer=optimizer, **common), True
         plugins = [GlobalBatchEWCPlugin(ewc_lambda=args.ewc_lambda, mode="separate")] if name == "ewc" else None

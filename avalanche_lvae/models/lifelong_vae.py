@@ -3,8 +3,11 @@
 Latent z = [z_c, z_d] with q(z|x) = q(z_c|x) q(z_d|x) (LGM Sec. 4.3):
 z_c is a diagonal Gaussian (prior N(0, I)), z_d a categorical over
 ``discrete_dim`` values relaxed with Gumbel-softmax while training (prior
-uniform). The decoder p(x|z) is Bernoulli over pixels and the classifier
-p(y|z) reads the same latent sample (CCL-GM Fig. 1).
+uniform). The decoder p(x|z) is Bernoulli over pixels. The classifier reads
+either the same latent sample, p(y|z) (CCL-GM Fig. 1, ``classifier_input="latent"``),
+or the encoder's hidden features that the latent heads read too
+(``classifier_input="features"``, as replay-through-feedback does: van de Ven
+& Tolias 2018, "Generative replay with feedback connections").
 """
 
 import math
@@ -98,7 +101,16 @@ class LifelongVAE(nn.Module):
         temperature_anneal_rate: tau = max(initial * exp(-rate * iteration), min).
         temperature_anneal_interval: tau is updated every this many iterations
             (the authors' schedule: 1.0, 3e-5, every 10 iterations, floor 0.5).
+        classifier_input: what the classifier reads. ``"features"`` (default):
+            one linear layer on the encoder's hidden features, the input of
+            q(z|x) too (replay-through-feedback's classifier); it sees the whole
+            feature vector instead of a 14-dimensional noisy sample, and is
+            deterministic in training as at test time. ``"latent"``: p(y|z), a
+            hidden layer on z = [z_c, z_d] (CCL-GM Eq. 4), sampled z while
+            training and the posterior mode at test time.
     """
+
+    CLASSIFIER_INPUTS = ("features", "latent")
 
     def __init__(
         self,
@@ -113,6 +125,7 @@ class LifelongVAE(nn.Module):
         min_temperature: float = 0.5,
         temperature_anneal_rate: float = 3e-5,
         temperature_anneal_interval: int = 10,
+        classifier_input: str = "features",
     ):
         super().__init__()
         input_shape = tuple(input_shape)
@@ -120,6 +133,9 @@ class LifelongVAE(nn.Module):
             raise ValueError(f"input_shape must be three positive ints (C, H, W), got {input_shape!r}.")
         if arch not in _ARCHITECTURES:
             raise ValueError(f"arch must be one of {sorted(_ARCHITECTURES)}, got {arch!r}.")
+        if classifier_input not in self.CLASSIFIER_INPUTS:
+            raise ValueError(f"classifier_input must be one of {self.CLASSIFIER_INPUTS}, got {classifier_input!r}.")
+        self.classifier_input = classifier_input
         self.input_shape = input_shape
         self.num_classes = check_positive_int(num_classes, "num_classes")
         self.arch = arch
@@ -143,9 +159,15 @@ class LifelongVAE(nn.Module):
         self.discrete_head = glorot_linear(self.encoder.out_features, discrete_dim)
         self.decoder_projection = LatentProjection(continuous_dim, discrete_dim, hidden_dim)
         self.decoder = decoder_cls(input_shape, hidden_dim, **body)
-        # Classifier p(y|z): z -> hidden -> classes, BatchNorm + ELU (CCL-GM code).
-        self.classifier_projection = LatentProjection(continuous_dim, discrete_dim, hidden_dim)
-        self.classifier = nn.Sequential(nn.BatchNorm1d(hidden_dim), ELU(), nn.Linear(hidden_dim, num_classes))
+        if classifier_input == "latent":
+            # Classifier p(y|z): z -> hidden -> classes, BatchNorm + ELU (CCL-GM code).
+            self.classifier_projection = LatentProjection(continuous_dim, discrete_dim, hidden_dim)
+            self.classifier = nn.Sequential(nn.BatchNorm1d(hidden_dim), ELU(), nn.Linear(hidden_dim, num_classes))
+        else:
+            # The encoder's features already end in BatchNorm + ELU: one linear
+            # layer, as replay-through-feedback's classifier.
+            self.classifier_projection = None
+            self.classifier = nn.Linear(self.encoder.out_features, num_classes)
         # Buffers, so that the annealing schedule survives state_dict checkpoints.
         self.register_buffer("temperature", torch.tensor(float(initial_temperature)))
         self.register_buffer("train_iterations", torch.tensor(0, dtype=torch.long))
@@ -166,18 +188,34 @@ class LifelongVAE(nn.Module):
     # ------------------------------------------------------------ components
     def encode(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return ``(loc, scale, discrete_logits)`` of q(z_c|x) and q(z_d|x)."""
-        features = self.encoder(x)
+        return self._latent_heads(self.encoder(x))
+
+    def _latent_heads(self, features: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         loc, raw_scale = self.continuous_head(features).chunk(2, dim=-1)
         # softplus keeps the scale positive without the overflow of exp(log_var).
         scale = F.softplus(raw_scale) + 1e-4
         return loc, scale, self.discrete_head(features)
+
+    def encode_and_classify(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One encoder pass: ``(loc, scale, discrete_logits, class_logits)``, the class
+        logits computed as at test time (from the features, or at the posterior mode)."""
+        features = self.encoder(x)
+        loc, scale, discrete_logits = self._latent_heads(features)
+        if self.classifier_input == "features":
+            return loc, scale, discrete_logits, self.classifier(features)
+        return loc, scale, discrete_logits, self.classify_posterior_mode(loc, discrete_logits)
 
     def decode(self, z_continuous: torch.Tensor, z_discrete: torch.Tensor) -> torch.Tensor:
         """Bernoulli logits of p(x|z), shape ``[N, *input_shape]``."""
         return self.decoder(self.decoder_projection(z_continuous, z_discrete))
 
     def classify(self, z_continuous: torch.Tensor, z_discrete: torch.Tensor) -> torch.Tensor:
-        """Class logits of p(y|z), shape ``[N, num_classes]``."""
+        """Class logits of p(y|z), shape ``[N, num_classes]`` (``classifier_input="latent"`` only)."""
+        if self.classifier_projection is None:
+            raise ValueError(
+                'classify(z) needs classifier_input="latent"; this model classifies the encoder\'s features: '
+                "use encode_and_classify(x)."
+            )
         return self.classifier(self.classifier_projection(z_continuous, z_discrete))
 
     def classify_posterior_mode(self, loc: torch.Tensor, discrete_logits: torch.Tensor) -> torch.Tensor:
@@ -198,9 +236,10 @@ class LifelongVAE(nn.Module):
                 (mean of z_c, argmax of z_d) at evaluation. ``sample=True`` in
                 eval mode draws a hard one-hot z_d, for ELBO estimates.
 
-        The class logits are computed from the sample while training and from
-        the posterior mode at evaluation, so accuracy is deterministic even
-        when the reconstruction is sampled.
+        With ``classifier_input="latent"`` the class logits are computed from
+        the sample while training and from the posterior mode at evaluation, so
+        accuracy is deterministic even when the reconstruction is sampled; with
+        ``"features"`` they never depend on the sample.
         """
         check_images(x, self.input_shape, "LifelongVAE.forward")
         weight_dtype = self.continuous_head.weight.dtype
@@ -209,7 +248,8 @@ class LifelongVAE(nn.Module):
                 f"LifelongVAE.forward: images have dtype {x.dtype} but the model's weights are {weight_dtype}; "
                 f"convert the images with x.to({weight_dtype}) (or the model with model.to({x.dtype}))."
             )
-        loc, scale, discrete_logits = self.encode(x)
+        features = self.encoder(x)
+        loc, scale, discrete_logits = self._latent_heads(features)
         for name, value in (("continuous_loc", loc), ("continuous_scale", scale), ("discrete_logits", discrete_logits)):
             # Diverged weights (e.g. a learning rate far too large): fail with a
             # readable error instead of inside torch.distributions. Inside the
@@ -226,10 +266,12 @@ class LifelongVAE(nn.Module):
         else:
             z_continuous = Normal(loc, scale).sample()
             z_discrete = OneHotCategorical(logits=discrete_logits).sample()
-        class_logits = (
-            self.classify(z_continuous, z_discrete) if self.training
-            else self.classify_posterior_mode(loc, discrete_logits)
-        )
+        if self.classifier_input == "features":
+            class_logits = self.classifier(features)
+        elif self.training:
+            class_logits = self.classify(z_continuous, z_discrete)
+        else:
+            class_logits = self.classify_posterior_mode(loc, discrete_logits)
         return LVAEOutput(
             class_logits=class_logits,
             reconstruction_logits=self.decode(z_continuous, z_discrete),
@@ -300,7 +342,8 @@ class LifelongVAE(nn.Module):
         """Add ``k`` values to z_d.
 
         Only the layers that project into z_d (``discrete_head``) and out of it
-        (the z_d blocks of ``decoder_projection`` and ``classifier_projection``)
+        (the z_d blocks of ``decoder_projection`` and, with a latent
+        classifier, ``classifier_projection``)
         are replaced by Glorot-initialised layers of the new size; every other
         weight is kept, so the rest of the network is bit-identical. An
         optimizer built before growing no longer sees the new layers: rebuild it.
@@ -310,7 +353,8 @@ class LifelongVAE(nn.Module):
         old = self.discrete_head.weight
         self.discrete_head = glorot_linear(self.encoder.out_features, new_dim).to(old)
         self.decoder_projection.grow_discrete(new_dim)
-        self.classifier_projection.grow_discrete(new_dim)
+        if self.classifier_projection is not None:
+            self.classifier_projection.grow_discrete(new_dim)
         # New components start with the papers' N(0, I) prior on z_c.
         self.component_loc = torch.cat([self.component_loc, self.component_loc.new_zeros(k, self.continuous_dim)])
         eye = torch.eye(self.continuous_dim, dtype=self.component_scale_tril.dtype,
@@ -368,5 +412,6 @@ class LifelongVAE(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"input_shape={self.input_shape}, num_classes={self.num_classes}, arch={self.arch!r}, "
-            f"continuous_dim={self.continuous_dim}, discrete_dim={self.discrete_dim}"
+            f"continuous_dim={self.continuous_dim}, discrete_dim={self.discrete_dim}, "
+            f"classifier_input={self.classifier_input!r}"
         )

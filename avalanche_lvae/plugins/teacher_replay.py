@@ -88,13 +88,22 @@ class TeacherReplayPlugin(SupervisedPlugin, supports_distributed=True):
         mixing: ``"batch_composition"`` or ``"loss_weights"`` (see above).
         soft_labels: label replay with the teacher's class probabilities
             (default) or with their argmax.
-        label_source: where the teacher's classifier reads z for the labels.
-            ``"prior"`` (default, CCL-GM): the generating z = [z_c, z_d].
-            ``"posterior"``: the mode of q_teacher(z|x~), i.e. the teacher
-            classifies x~ exactly as it classifies a real image at test time.
+        label_source: what the teacher's classifier reads for the labels.
+            ``"posterior"`` (default): x~ itself, i.e. the teacher classifies
+            x~ exactly as it classifies a real image at test time (its
+            features, or the mode of q_teacher(z|x~)), as replay-through-feedback
+            labels its replay. ``"prior"`` (CCL-GM; needs a model with
+            ``classifier_input="latent"``): the generating z = [z_c, z_d].
             The decoder renders a prior z only approximately, so the two can
             disagree; with ``"posterior"`` the student distils the teacher's
             test-time function x -> y on x~ (measured on permuted MNIST, docs/results.md).
+        distillation_temperature: None (default here) labels replay with the
+            teacher's probabilities, scored by cross-entropy (CCL-GM). A
+            temperature T labels it with softmax(teacher_logits / T) and has the
+            criterion score those rows by T^2 KL against the student's
+            softmax(logits / T) (Hinton et al. 2015; replay-through-feedback
+            uses T = 2), through ``strategy.mb_class_temperatures``, which only
+            the LVAE templates pass on. ``LifelongVAEStrategy`` uses 2.
         temperature: the student's reconstruction term scores each replayed row
             against the teacher's Bernoulli decoder tempered to
             p(x|z)^(1/temperature), renormalised per pixel, whose mean is
@@ -116,11 +125,18 @@ class TeacherReplayPlugin(SupervisedPlugin, supports_distributed=True):
         self,
         replay_size: Optional[int] = None,
         soft_labels: bool = True,
-        label_source: str = "prior",
+        label_source: str = "posterior",
         mixing: str = "batch_composition",
         temperature: float = 1.0,
+        distillation_temperature: Optional[float] = None,
     ):
         super().__init__()
+        if distillation_temperature is not None:
+            distillation_temperature = check_positive_float(distillation_temperature, "distillation_temperature")
+            if not soft_labels:
+                raise ValueError("distillation_temperature distils the teacher's probabilities; it needs "
+                                 "soft_labels=True (or pass distillation_temperature=None for argmax labels).")
+        self.distillation_temperature = distillation_temperature
         self.temperature = check_positive_float(temperature, "temperature")
         self.replay_size = None if replay_size is None else check_positive_int(replay_size, "replay_size")
         if mixing not in self.MIXINGS:
@@ -148,8 +164,16 @@ class TeacherReplayPlugin(SupervisedPlugin, supports_distributed=True):
             self._append_weighted(strategy, teacher, past)
 
     def before_training(self, strategy, **kwargs):
+        if self.label_source == "prior" and getattr(strategy.model, "classifier_input", "latent") != "latent":
+            raise ValueError(
+                'label_source="prior" labels replay by classifying the generating z, but this LifelongVAE '
+                f"classifies the encoder's features (classifier_input={strategy.model.classifier_input!r}); "
+                'use label_source="posterior" or LifelongVAE(classifier_input="latent").'
+            )
         needs = [name for name, used in (("mb_sample_weights", self.mixing == "loss_weights"),
-                                         ("mb_reconstruction_targets", self.temperature != 1.0)) if used]
+                                         ("mb_reconstruction_targets", self.temperature != 1.0),
+                                         ("mb_class_temperatures", self.distillation_temperature is not None))
+                 if used]
         missing = [name for name in needs if not hasattr(strategy, name)]
         if missing:
             raise ValueError(
@@ -188,14 +212,21 @@ class TeacherReplayPlugin(SupervisedPlugin, supports_distributed=True):
                 replay_size, num_components=min(past, teacher.discrete_dim))
             replay_logits = teacher.decode(z_continuous, z_discrete)
             replay_x = torch.sigmoid(replay_logits)
-            teacher_loc, teacher_scale, teacher_discrete_logits = teacher.encode(replay_x)
+            teacher_loc, teacher_scale, teacher_discrete_logits, posterior_class_logits = (
+                teacher.encode_and_classify(replay_x))
             if self.label_source == "posterior":
-                replay_class_logits = teacher.classify_posterior_mode(teacher_loc, teacher_discrete_logits)
+                replay_class_logits = posterior_class_logits
             else:
                 replay_class_logits = teacher.classify(z_continuous, z_discrete)
         if self.soft_labels:
             real_targets = y if torch.is_floating_point(y) else F.one_hot(y, teacher.num_classes).to(x.dtype)
-            targets = torch.cat([real_targets, replay_class_logits.softmax(-1)])
+            t = self.distillation_temperature or 1.0
+            targets = torch.cat([real_targets, (replay_class_logits / t).softmax(-1)])
+            if self.distillation_temperature is not None:
+                # Hinton et al.'s distillation: the criterion scores the replayed
+                # rows at temperature T (T^2 KL), the real rows at 1.
+                strategy.mb_class_temperatures = torch.cat(
+                    [x.new_ones(num_real), x.new_full((replay_size,), self.distillation_temperature)])
         else:
             targets = torch.cat([y, replay_class_logits.argmax(-1)])
         strategy.mbatch[0] = torch.cat([x, replay_x])
