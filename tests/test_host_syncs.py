@@ -73,7 +73,7 @@ def _strategy(plugins, **kwargs):
 def test_training_iterations_sync_only_at_the_check_interval(monkeypatch):
     counter = SyncCounter(monkeypatch)
     recorder = PerIteration(counter)
-    strategy = _strategy([recorder], replay_temperature=0.8, continuous_consistency_weight=0.5)
+    strategy = _strategy([recorder], replay_temperature=0.8, continuous_consistency_weight=0.5, info_weight=0.01)
     for experience in _stream().train_stream:
         recorder.per_iteration.clear()
         strategy.train(experience)
@@ -86,7 +86,7 @@ def test_training_iterations_sync_only_at_the_check_interval(monkeypatch):
 
 
 def test_non_finite_term_is_named_with_its_iteration_between_checks():
-    strategy = _strategy([])
+    strategy = _strategy([], info_weight=0.01)
     stream = _stream()
     strategy.train(stream.train_stream[0])
 

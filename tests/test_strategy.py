@@ -102,35 +102,6 @@ def test_teacher_swap_semantics_and_replay_shares(small_stream):
     assert [len(c) for k, c in recorder.replay_components if k == 1][0] == 32
 
 
-def test_distillation_labels_replay_at_temperature_and_scores_it_at_that_temperature():
-    torch.manual_seed(0)
-    teacher = LifelongVAE(hidden_dim=HIDDEN, discrete_dim=2).eval()
-    strategy = SimpleNamespace(
-        teacher=teacher, train_mb_size=6, clock=SimpleNamespace(train_exp_counter=2), past_distributions=2,
-        mbatch=[torch.rand(4, 1, 28, 28), torch.tensor([1, 2, 3, 4]), torch.zeros(4, dtype=torch.long)],
-    )
-    TeacherReplayPlugin(mixing="loss_weights", distillation_temperature=2.0).before_training_iteration(strategy)
-    x, y, _ = strategy.mbatch
-    with torch.no_grad():
-        teacher_logits = teacher.encode_and_classify(x[4:])[3]
-    # Replay labels: the teacher's test-time logits (its features) softened at T = 2; real rows one-hot at T = 1.
-    assert torch.allclose(y[4:], (teacher_logits / 2).softmax(-1), atol=1e-6)
-    assert torch.equal(y[:4].argmax(-1), torch.tensor([1, 2, 3, 4]))
-    assert strategy.mb_class_temperatures.tolist() == [1.0] * 4 + [2.0] * 6
-    # Without a temperature the papers' soft labels are the plain probabilities and no temperatures are set.
-    strategy.mbatch = [torch.rand(4, 1, 28, 28), torch.tensor([1, 2, 3, 4]), torch.zeros(4, dtype=torch.long)]
-    strategy.mb_class_temperatures = None
-    TeacherReplayPlugin(mixing="loss_weights").before_training_iteration(strategy)
-    with torch.no_grad():
-        teacher_logits = teacher.encode_and_classify(strategy.mbatch[0][4:])[3]
-    assert torch.allclose(strategy.mbatch[1][4:], teacher_logits.softmax(-1))
-    assert strategy.mb_class_temperatures is None
-    with pytest.raises(ValueError, match="soft_labels=True"):
-        TeacherReplayPlugin(soft_labels=False, distillation_temperature=2.0)
-    with pytest.raises(ValueError, match="distillation_temperature"):
-        TeacherReplayPlugin(distillation_temperature=0.0)
-
-
 def test_strategy_builds_its_criterion_from_classification_weight(small_stream):
     assert _strategy()._criterion.classification_weight == LifelongVAEStrategy.DEFAULT_CLASSIFICATION_WEIGHT
     assert _strategy(classification_weight=3.0)._criterion.classification_weight == 3.0
