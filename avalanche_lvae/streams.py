@@ -1,6 +1,6 @@
 """The papers' continual-learning streams as ordinary Avalanche 0.6 benchmarks.
 
-Why not ``avalanche.benchmarks.classic.PermutedMNIST`` / ``SplitFMNIST`` as is:
+Why not ``avalanche.benchmarks.classic.PermutedMNIST`` / ``SplitMNIST`` / ``SplitFMNIST`` as is:
 
 * their default transforms ``Normalize`` pixels to about [-0.42, 2.82], which
   a Bernoulli decoder cannot model; every stream here yields pixels in [0, 1];
@@ -13,7 +13,7 @@ Why not ``avalanche.benchmarks.classic.PermutedMNIST`` / ``SplitFMNIST`` as is:
 
 The returned objects are plain Avalanche benchmarks (``ClassificationScenario``
 for :func:`permuted_mnist` / :func:`mnist_fashion_permuted`, ``NCScenario`` for
-:func:`split_fmnist`): experiences expose ``.dataset`` (with ``.targets`` and
+:func:`split_mnist` / :func:`split_fmnist`): experiences expose ``.dataset`` (with ``.targets`` and
 ``.targets_task_labels``; items are ``(x, y, task_label)``),
 ``.current_experience``, ``.classes_in_this_experience``, ``.task_label``, and
 streams can be sliced (``benchmark.train_stream[: i + 1]``). All task labels
@@ -41,6 +41,7 @@ from .preloading import read_tensors
 __all__ = [
     "pixel_permutations",
     "permuted_mnist",
+    "split_mnist",
     "split_fmnist",
     "mnist_fashion_permuted",
     "experience_tensors",
@@ -163,6 +164,100 @@ def permuted_mnist(
     )
 
 
+def _class_incremental(
+    dataset: str,
+    n_experiences: int,
+    seed: int,
+    dataset_root: Optional[PathLike],
+    fixed_class_order: Optional[Sequence[int]],
+    max_train_per_experience: Optional[int],
+    max_test_per_experience: Optional[int],
+):
+    """Class-incremental stream over one 10-class torchvision dataset.
+
+    Shared by :func:`split_mnist` and :func:`split_fmnist`: Avalanche's
+    ``nc_benchmark`` with original class ids, built from in-memory [0, 1]
+    tensors; the class order is the one ``nc_benchmark`` draws for ``seed``
+    (drawn with a private generator, so torch's global RNG is not re-seeded).
+    """
+    n_experiences = _check_int(n_experiences, "n_experiences", upper=_N_CLASSES)
+    if _N_CLASSES % n_experiences:
+        raise ValueError(
+            f"n_experiences={n_experiences} does not divide the 10 {dataset} classes; "
+            "use 1, 2, 5 or 10."
+        )
+    seed = _check_seed(seed)
+    max_train = _check_int(max_train_per_experience, "max_train_per_experience", optional=True)
+    max_test = _check_int(max_test_per_experience, "max_test_per_experience", optional=True)
+    if fixed_class_order is not None:
+        order = [int(c) for c in fixed_class_order]
+        if sorted(order) != list(range(_N_CLASSES)):
+            raise ValueError(
+                f"fixed_class_order must be a permutation of 0..9, got {list(fixed_class_order)!r}; "
+                "e.g. fixed_class_order=list(range(10))."
+            )
+    else:
+        # Same draw as NCScenario: torch.manual_seed(seed); torch.randperm(10).
+        order = torch.randperm(_N_CLASSES, generator=torch.Generator().manual_seed(seed)).tolist()
+    root = require_dataset(dataset, dataset_root)
+    per_exp = _N_CLASSES // n_experiences
+    groups = [order[i : i + per_exp] for i in range(0, _N_CLASSES, per_exp)]
+
+    def subset(train: bool, n: Optional[int]):
+        x, y = load_tensors(dataset, train, root)
+        if n is None:
+            return _as_dataset(x, y)
+        # First n images of each experience, chosen before nc_benchmark splits
+        # by class, so that every experience is capped independently.
+        keep = torch.cat([torch.nonzero(torch.isin(y, torch.tensor(g))).flatten()[:n] for g in groups])
+        keep = keep.sort().values
+        return _as_dataset(x[keep], y[keep])
+
+    return nc_benchmark(
+        subset(True, max_train),
+        subset(False, max_test),
+        n_experiences=n_experiences,
+        task_labels=False,
+        shuffle=False,
+        fixed_class_order=order,
+    )
+
+
+def split_mnist(
+    n_experiences: int = 5,
+    seed: int = 0,
+    dataset_root: Optional[PathLike] = None,
+    max_train_per_experience: Optional[int] = None,
+    max_test_per_experience: Optional[int] = None,
+    fixed_class_order: Optional[Sequence[int]] = None,
+):
+    """Class-incremental MNIST, the standard Split MNIST (5 experiences x 2 classes).
+
+    Built like ``avalanche.benchmarks.classic.SplitMNIST(n_experiences, seed=seed)``
+    (``nc_benchmark``, original class ids, the same class order for a seed) but
+    from in-memory [0, 1] tensors instead of PIL images with ``Normalize``.
+    Task labels are 0 (class-incremental: one head, no task identity at test time).
+
+    Args:
+        n_experiences: number of experiences, a divisor of 10 (default 5, two
+            classes each, about 12k train / 2k test images per experience;
+            10 gives one class per experience as in LGM App. 9.4).
+        seed: seed of the class order (default 0); ignored when
+            ``fixed_class_order`` is given.
+        dataset_root: folder holding ``MNIST/raw``; default
+            :func:`avalanche_lvae.data.default_dataset_root`.
+        max_train_per_experience: keep only the first N training images (file
+            order) of each experience; None keeps all.
+        max_test_per_experience: same for the test images.
+        fixed_class_order: a permutation of ``0..9`` giving the class order.
+
+    Returns:
+        An Avalanche ``NCScenario``.
+    """
+    return _class_incremental("MNIST", n_experiences, seed, dataset_root, fixed_class_order,
+                              max_train_per_experience, max_test_per_experience)
+
+
 def split_fmnist(
     n_experiences: int = 10,
     seed: int = 0,
@@ -194,47 +289,8 @@ def split_fmnist(
     Returns:
         An Avalanche ``NCScenario``.
     """
-    n_experiences = _check_int(n_experiences, "n_experiences", upper=_N_CLASSES)
-    if _N_CLASSES % n_experiences:
-        raise ValueError(
-            f"n_experiences={n_experiences} does not divide the 10 FashionMNIST classes; "
-            "use 1, 2, 5 or 10."
-        )
-    seed = _check_seed(seed)
-    max_train = _check_int(max_train_per_experience, "max_train_per_experience", optional=True)
-    max_test = _check_int(max_test_per_experience, "max_test_per_experience", optional=True)
-    if fixed_class_order is not None:
-        order = [int(c) for c in fixed_class_order]
-        if sorted(order) != list(range(_N_CLASSES)):
-            raise ValueError(
-                f"fixed_class_order must be a permutation of 0..9, got {list(fixed_class_order)!r}; "
-                "e.g. fixed_class_order=list(range(10))."
-            )
-    else:
-        # Same draw as NCScenario: torch.manual_seed(seed); torch.randperm(10).
-        order = torch.randperm(_N_CLASSES, generator=torch.Generator().manual_seed(seed)).tolist()
-    root = require_dataset("FashionMNIST", dataset_root)
-    per_exp = _N_CLASSES // n_experiences
-    groups = [order[i : i + per_exp] for i in range(0, _N_CLASSES, per_exp)]
-
-    def subset(train: bool, n: Optional[int]):
-        x, y = load_tensors("FashionMNIST", train, root)
-        if n is None:
-            return _as_dataset(x, y)
-        # First n images of each experience, chosen before nc_benchmark splits
-        # by class, so that every experience is capped independently.
-        keep = torch.cat([torch.nonzero(torch.isin(y, torch.tensor(g))).flatten()[:n] for g in groups])
-        keep = keep.sort().values
-        return _as_dataset(x[keep], y[keep])
-
-    return nc_benchmark(
-        subset(True, max_train),
-        subset(False, max_test),
-        n_experiences=n_experiences,
-        task_labels=False,
-        shuffle=False,
-        fixed_class_order=order,
-    )
+    return _class_incremental("FashionMNIST", n_experiences, seed, dataset_root, fixed_class_order,
+                              max_train_per_experience, max_test_per_experience)
 
 
 def mnist_fashion_permuted(

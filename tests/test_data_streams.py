@@ -19,6 +19,7 @@ from avalanche_lvae.streams import (
     permuted_mnist,
     pixel_permutations,
     split_fmnist,
+    split_mnist,
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -195,6 +196,44 @@ def test_split_fmnist_caps_and_class_order(data_root):
     _check_pixels(experience_tensors(bm.train_stream[0])[0])
 
 
+# --------------------------------------------------------------------------- split MNIST
+def test_split_mnist_default_matches_avalanche_split_mnist(data_root):
+    from avalanche.benchmarks.classic import SplitMNIST
+    from torchvision.transforms import ToTensor
+
+    bm = split_mnist()
+    ref = SplitMNIST(5, seed=0, dataset_root=data_root, train_transform=ToTensor(), eval_transform=ToTensor())
+    assert len(bm.train_stream) == 5 and len(bm.test_stream) == 5
+    assert bm.classes_order == ref.classes_order
+    for mine, theirs in zip(bm.train_stream, ref.train_stream):
+        assert sorted(mine.classes_in_this_experience) == sorted(theirs.classes_in_this_experience)
+        assert len(mine.classes_in_this_experience) == 2
+        assert len(mine.dataset) == len(theirs.dataset)
+        assert mine.task_label == 0
+    for mine, theirs in zip(bm.test_stream, ref.test_stream):
+        assert len(mine.dataset) == len(theirs.dataset)
+    x, y = experience_tensors(bm.test_stream[2])
+    _check_pixels(x)
+    assert set(y.tolist()) == set(bm.test_stream[2].classes_in_this_experience)
+
+
+def test_split_mnist_caps_one_class_per_experience_and_fixed_order(data_root):
+    bm = split_mnist(n_experiences=10, max_train_per_experience=20, max_test_per_experience=5)
+    assert all(len(e.classes_in_this_experience) == 1 for e in bm.train_stream)
+    assert [len(e.dataset) for e in bm.train_stream] == [20] * 10
+    assert [len(e.dataset) for e in bm.test_stream] == [5] * 10
+    order = list(range(10))
+    bm = split_mnist(fixed_class_order=order, max_train_per_experience=30)
+    assert [sorted(e.classes_in_this_experience) for e in bm.train_stream] == [
+        [0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+    xm, ym = load_tensors("MNIST", True, data_root)
+    x, y = experience_tensors(bm.train_stream[0])
+    first = torch.nonzero(ym < 2).flatten()[:30]
+    # nc_benchmark groups an experience's images by class; compare as multisets.
+    mine, want = torch.sort(x.flatten(1).sum(1)).indices, torch.sort(xm[first].flatten(1).sum(1)).indices
+    assert torch.equal(x[mine], xm[first][want]) and torch.equal(y[mine], ym[first][want])
+
+
 # --------------------------------------------------------------------------- MNIST -> FMNIST -> permuted
 def test_mnist_fashion_permuted(data_root):
     bm = mnist_fashion_permuted(seed=0, max_train_per_experience=40, max_test_per_experience=10)
@@ -227,6 +266,10 @@ def test_mnist_fashion_permuted(data_root):
         lambda: split_fmnist(fixed_class_order=[0] * 10),
         lambda: split_fmnist(fixed_class_order=list(range(9))),
         lambda: split_fmnist(max_train_per_experience=1.5),
+        lambda: split_mnist(n_experiences=3),
+        lambda: split_mnist(seed=-1),
+        lambda: split_mnist(fixed_class_order=[1] * 10),
+        lambda: split_mnist(max_test_per_experience=0),
         lambda: mnist_fashion_permuted(max_test_per_experience=0),
         lambda: mnist_fashion_permuted(seed="a"),
     ],
