@@ -7,6 +7,7 @@ from avalanche.training.templates import SupervisedTemplate
 
 from .plugins import (
     AggregatePosteriorPlugin,
+    BoundaryDetectionPlugin,
     ComponentAnchorPlugin,
     ComponentPriorPlugin,
     DecoderDistillationPlugin,
@@ -92,6 +93,11 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
             (a Gaussian fitted to the encoder's z_c for j after each experience,
             :class:`~avalanche_lvae.plugins.ComponentPriorPlugin`; not in the
             papers). It changes generation and replay, not the training losses.
+        boundaries: where a new distribution starts: ``"given"`` (default: at
+            every training experience) or ``"detected"`` (task-free: a
+            :class:`~avalanche_lvae.plugins.BoundaryDetectionPlugin` with its
+            defaults replaces the swap plugin and experience boundaries are
+            ignored); a ``BoundaryDetectionPlugin`` instance sets its thresholds.
         plugins: extra Avalanche plugins, run after the three above.
         **kwargs: every other ``SupervisedTemplate`` argument (``train_mb_size``,
             ``train_epochs``, ``eval_mb_size``, ``device``, ``evaluator``,
@@ -120,10 +126,17 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
         component_anchor_weight: float = 0.0,
         aggregate_posterior_weight: float = 0.0,
         component_prior: str = "standard",
+        boundaries="given",
         plugins: Optional[List[SupervisedPlugin]] = None,
         **kwargs,
     ):
-        lifelong_plugins: List[SupervisedPlugin] = [TeacherSwapPlugin(grow_discrete=grow_discrete)]
+        if boundaries == "detected":
+            boundaries = BoundaryDetectionPlugin(grow_discrete=grow_discrete)
+        if boundaries == "given":
+            boundaries = TeacherSwapPlugin(grow_discrete=grow_discrete)
+        elif not isinstance(boundaries, BoundaryDetectionPlugin):
+            raise ValueError(f'boundaries must be "given", "detected" or a BoundaryDetectionPlugin, got {boundaries!r}.')
+        lifelong_plugins: List[SupervisedPlugin] = [boundaries]  # first: replay reads the teacher it sets
         if check_bool(replay, "replay"):
             lifelong_plugins.append(TeacherReplayPlugin(
                 replay_size=replay_size, soft_labels=soft_replay_labels, label_source=replay_label_source,

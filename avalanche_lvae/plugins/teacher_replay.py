@@ -135,7 +135,10 @@ class TeacherReplayPlugin(SupervisedPlugin):
         teacher = getattr(strategy, "teacher", None)
         if teacher is None:
             return
-        past = strategy.clock.train_exp_counter  # k distributions seen before this one
+        # k distributions seen before this one: one per earlier experience, or
+        # per detected boundary when BoundaryDetectionPlugin counts them.
+        past = getattr(strategy, "past_distributions", None)
+        past = strategy.clock.train_exp_counter if past is None else past
         if self.mixing == "batch_composition":
             self._compose(strategy, teacher, past)
         else:
