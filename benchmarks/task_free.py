@@ -16,10 +16,14 @@ boundaries, recall and precision (a swap within ``--window`` rows after a
 true boundary is a hit; each boundary is matched once), the number of z_d
 values grown, and the final average test accuracy of both runs.
 
-Streams: ``split_mnist`` (class-incremental 5 x 2) and ``permuted_mnist``
-(5 tasks) are the tested ones; ``split_fmnist`` (5 x 2) and
-``mnist_fashion`` (MNIST -> FashionMNIST) are where the detector's defaults
-were chosen.
+Streams: ``split_mnist`` (class-incremental 5 x 2, fed online) and
+``permuted_mnist`` (5 tasks, fed merged) are the tested ones;
+``split_fmnist`` (5 x 2), ``mnist_fashion`` (MNIST -> FashionMNIST) and
+``fmnist_iid`` (FashionMNIST alone: no boundary, any swap is false) are
+where the detector's defaults were chosen, at
+``--calibration-max-train-per-experience`` rows per experience. Each
+training experience is shuffled once (``--seed``), because Avalanche's
+class-incremental experiences hold their classes one after the other.
 
 Usage (from the repository root, one thread)::
 
@@ -79,8 +83,8 @@ def build_stream(name: str, n_train: int, n_test: int, seed: int = 0):
     return train, test
 
 
-def make_strategy(args, boundaries):
-    torch.manual_seed(args.seed)
+def make_strategy(args, boundaries, seed: int):
+    torch.manual_seed(seed)
     model = LifelongVAE(hidden_dim=args.hidden_dim)
     return LifelongVAEStrategy(
         model=model, optimizer=torch.optim.Adam(model.parameters(), lr=args.lr), boundaries=boundaries,
@@ -117,8 +121,10 @@ def boundary_scores(swaps, true_boundaries, window: int) -> dict:
     }
 
 
-def run_stream(name: str, args) -> dict:
-    train_sets, test_sets = build_stream(name, args.max_train_per_experience, args.max_test_per_experience, args.seed)
+def run_stream(name: str, args, seed: int) -> dict:
+    """Train the detected and the given run of one stream for one seed (model weights and row order)."""
+    n_train = args.max_train_per_experience if name in TESTED else args.calibration_max_train_per_experience
+    train_sets, test_sets = build_stream(name, n_train, args.max_test_per_experience, seed)
     benchmark = _benchmark_from_tensors(train_sets, test_sets)
     true_boundaries, total = [], 0
     for x, _ in train_sets[:-1]:
@@ -126,8 +132,8 @@ def run_stream(name: str, args) -> dict:
         true_boundaries.append(total)
 
     start = time.time()
-    strategy, plugin = None, detector(args)
-    strategy = make_strategy(args, plugin)
+    plugin = detector(args)
+    strategy = make_strategy(args, plugin, seed)
     if args.feed == "online":
         for experience in split_online_stream(benchmark.train_stream, experience_size=args.online_size, shuffle=False):
             strategy.train(experience, shuffle=False)
@@ -148,7 +154,7 @@ def run_stream(name: str, args) -> dict:
     }
 
     start = time.time()
-    strategy = make_strategy(args, "given")
+    strategy = make_strategy(args, "given", seed)
     for experience in benchmark.train_stream:
         strategy.train(experience, shuffle=False)
     given_acc = test_accuracy(strategy.model, test_sets)
@@ -156,6 +162,7 @@ def run_stream(name: str, args) -> dict:
              "average_accuracy": sum(given_acc) / len(given_acc), "wall_seconds": time.time() - start}
     return {
         "role": "tested" if name in TESTED else "calibration",
+        "train_rows_per_experience": n_train,
         "true_boundaries": true_boundaries,
         "stream_rows": total + len(train_sets[-1][0]),
         "detected": detected,
@@ -170,12 +177,14 @@ def main(argv=None) -> int:
     parser.add_argument("--feed", choices=("online", "merged"), default=None,
                         help="how rows arrive in the detected run; default: online for split streams, merged otherwise")
     parser.add_argument("--max-train-per-experience", type=int, default=3000)
+    parser.add_argument("--calibration-max-train-per-experience", type=int, default=3000,
+                        help="the same for the calibration streams (the size the defaults were chosen at)")
     parser.add_argument("--max-test-per-experience", type=int, default=1000)
     parser.add_argument("--online-size", type=int, default=128, help="rows per online experience")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--hidden-dim", type=int, default=512)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--window", type=int, default=1000, help="a swap within this many rows after a true "
                                                                  "boundary detects it")
     defaults = BoundaryDetectionPlugin()
@@ -194,12 +203,24 @@ def main(argv=None) -> int:
     for name in args.streams:
         feed = args.feed or ("online" if name.startswith("split") else "merged")
         run_args = argparse.Namespace(**{**vars(args), "feed": feed})
-        results[name] = {"feed": feed, **run_stream(name, run_args)}
-        r = results[name]
-        print(f"{name} ({feed}): true {r['true_boundaries']} swaps {r['detected']['swaps']} "
-              f"recall {r['detected']['recall']} precision {r['detected']['precision']} "
-              f"acc detected {r['detected']['average_accuracy']:.3f} given {r['given']['average_accuracy']:.3f}",
-              flush=True)
+        per_seed = {}
+        for seed in args.seeds:
+            run = per_seed[str(seed)] = run_stream(name, run_args, seed)
+            d = run["detected"]
+            print(f"{name} ({feed}) seed {seed}: true {run['true_boundaries']} swaps {d['swaps']} recall {d['recall']} "
+                  f"precision {d['precision']} acc detected {d['average_accuracy']:.3f} "
+                  f"given {run['given']['average_accuracy']:.3f}", flush=True)
+        first = per_seed[str(args.seeds[0])]
+        results[name] = {
+            "feed": feed,
+            **{key: first[key] for key in ("role", "train_rows_per_experience", "true_boundaries", "stream_rows")},
+            "summary": {key: [run["detected"][key] for run in per_seed.values()]
+                        for key in ("recall", "precision", "false_detections", "missed", "z_d_grown")}
+            | {"accuracy_detected": [run["detected"]["average_accuracy"] for run in per_seed.values()],
+               "accuracy_given": [run["given"]["average_accuracy"] for run in per_seed.values()],
+               "accuracy_gap": [run["accuracy_gap"] for run in per_seed.values()]},
+            "per_seed": per_seed,
+        }
     config = {k: v for k, v in vars(args).items() if k != "out"}
     out = {"command": "python benchmarks/task_free.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "config": config, "streams": results}

@@ -49,36 +49,50 @@ class BoundaryDetectionPlugin(SupervisedPlugin):
     runs when the student meets data it cannot explain, which works on a
     single merged experience and on Avalanche's online streams alike.
 
-    Detection (CURL's dynamic expansion, with its fixed ELBO threshold replaced
-    by a z-score against what the student has learned, because the -ELBO scale
-    differs between data sets and falls during training):
+    Detection (CURL's dynamic expansion, with its fixed ELBO threshold of
+    -200 nats replaced by z-scores against what the student has learned,
+    because the -ELBO scale differs between data sets and falls during
+    training):
 
-    1. Each incoming minibatch is scored before the student trains on it:
-       per-sample -ELBO in nats, eval mode at the posterior mode (no random
-       draws, no BatchNorm update, so a run without detections is the run
-       without the plugin).
-    2. Running mean m and standard deviation s of the scores of well-explained
-       rows: exponential moving averages (over about ``stats_horizon`` rows)
-       of the minibatch means and of the spread of the rows within their
-       minibatch, restarted after every swap.
-    3. After ``burn_in`` rows (at the start) or ``wait`` rows (after a swap),
-       a row with (score - m) / s > ``z_threshold`` is poorly explained: it is
-       copied into the buffer (and trained on as usual); the others update m, s.
-       Buffered rows older than ``window`` rows are dropped, so only a
-       sustained rate of at least ``buffer_size / window`` poor rows, not the
-       tail of one distribution, fills the buffer.
+    1. Each incoming minibatch is scored before the student trains on it,
+       per row and in nats: the -ELBO and, with ``score="joint"`` (default),
+       -log p(y|z) -- the two parts of the student's objective (CCL-GM Eq. 4),
+       each against its own statistics; CN-DPM likewise assigns data by
+       p(x) and p(y|x). Scoring runs in eval mode at the posterior mode: no
+       random draws, no BatchNorm update, so scoring alone leaves the
+       training run unchanged. ``score="elbo"`` ignores the labels.
+    2. Running mean m and standard deviation s (at least ``min_std``) of the
+       scores of well-explained rows: exponential moving averages (over
+       about ``stats_horizon`` rows) of the minibatch means and of the
+       spread of the rows within their minibatch, restarted after every swap.
+    3. After ``burn_in`` rows (at the start) or ``wait`` rows (after a swap or
+       a cap), a row whose largest z-score (score - m) / s exceeds
+       ``z_threshold`` is poorly explained: it is moved into the buffer, out
+       of the minibatch, whose place the last well-explained rows take (the
+       student must not learn the new data before the swap, or it would stop
+       looking new and the teacher would absorb it, as CN-DPM's short-term
+       memory keeps it from its experts); the other rows update m, s.
+       Buffered rows older than ``window`` rows are released into training,
+       so only a sustained rate of at least ``buffer_size / window`` poor
+       rows, not the tail of one distribution, fills the buffer.
     4. When ``buffer_size`` rows are buffered, the buffer is re-scored by the
-       current student. Veto: if its median z-score has fallen below
-       ``z_threshold`` the student has meanwhile learned to explain them as
-       well as what it knew, so it was no new distribution; cap: with
-       ``max_distributions`` already modelled z_d does not grow. Otherwise the
-       teacher swap runs, and the buffered rows are prepended to the next
-       minibatches ``buffer_passes`` times, so the grown student trains on the
-       new distribution's first samples (with the teacher's replay) rather
-       than losing them.
+       current student. Veto: if its median z-score is no longer above
+       ``z_threshold`` the student now explains these rows as well as what it
+       knew, so they are no new distribution (this catches detections while
+       the statistics lag behind a student that is still improving); cap:
+       with ``max_distributions`` already modelled z_d does not grow (the
+       rows are trained on by the current student, then ``wait`` rows pass).
+       Otherwise the teacher swap runs, and the buffered rows are prepended
+       to the next minibatches ``buffer_passes`` times, so the grown student
+       trains on the new distribution's first rows, with the teacher's
+       replay, instead of losing them. Vetoed and capped rows are prepended
+       once.
 
+    Every decision is appended to ``detections`` (:class:`Detection`); row
+    indices count the incoming training rows, repeated passes included.
     Defaults were chosen on streams the benchmarks do not test (split
-    FashionMNIST 5 x 2 and MNIST -> FashionMNIST; see ``docs/task_free.md``).
+    FashionMNIST 5 x 2, MNIST -> FashionMNIST, and i.i.d. FashionMNIST for
+    the false alarms; ``docs/task_free.md`` has the measurements).
 
     Callbacks:
         ``before_training``: check the model is a LifelongVAE.
@@ -104,6 +118,11 @@ class BoundaryDetectionPlugin(SupervisedPlugin):
         stats_horizon: rows over which m and s average (default 500).
         max_distributions: z_d never grows beyond this many values (default 10).
         buffer_passes: how often the buffer is trained on after a swap (default 2).
+        score: ``"joint"`` (default: -ELBO and -log p(y|z)) or ``"elbo"``.
+        min_std: floor of s in nats (default 1), so that a score that is
+            almost constant on learned data (a confident classifier's
+            -log p(y|z)) does not flag rows that differ from it by a fraction
+            of a nat.
     """
 
     def __init__(
@@ -142,7 +161,7 @@ class BoundaryDetectionPlugin(SupervisedPlugin):
         self.samples_seen = 0
         self.distributions = 1
         self.detections: List[Detection] = []
-        # Per minibatch: (first row index, mean -ELBO, running m, running s, fraction above z_threshold).
+        # Per minibatch: (first row index, mean of each score column, fraction of poor rows or None while quiet).
         self.trace: List[tuple] = []
         self._quiet_until = self.burn_in  # no buffering before this sample index
         self._mean: Optional[torch.Tensor] = None  # per score column
@@ -164,7 +183,7 @@ class BoundaryDetectionPlugin(SupervisedPlugin):
         self.samples_seen += strategy.mbatch[0].shape[0]
         scores = self.score(strategy.model, strategy.mbatch[0], strategy.mbatch[1])
         self._record(first_index, scores)
-        if self.samples_seen <= self._quiet_until:
+        if self.samples_seen <= self._quiet_until or self._mean is None:
             self._update_statistics(scores)
         else:
             poor = self.z_scores(scores) > self.z_threshold
@@ -250,6 +269,7 @@ class BoundaryDetectionPlugin(SupervisedPlugin):
             self.distributions += 1
             strategy.past_distributions = self.distributions - 1
             self._mean, self._var = None, None  # a new distribution: its statistics start afresh
+        if outcome != "veto":
             self._quiet_until = self.samples_seen + self.wait
         # Trained on: buffer_passes times by the grown student, once if vetoed or capped.
         self._pending += [rows for _, rows in self._buffer] * (self.buffer_passes if outcome == "swap" else 1)
