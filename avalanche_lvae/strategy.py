@@ -29,7 +29,8 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
     plus ``info_weight`` * L_I. It is Avalanche's ``SupervisedTemplate`` with
     three plugins installed before the user's:
 
-    - :class:`~avalanche_lvae.plugins.TeacherSwapPlugin` (teacher at each boundary, z_d growth),
+    - :class:`~avalanche_lvae.plugins.TeacherSwapPlugin` (teacher at each boundary, z_d growth), or
+      :class:`~avalanche_lvae.plugins.BoundaryDetectionPlugin` with ``boundaries="detected"``,
     - :class:`~avalanche_lvae.plugins.TeacherReplayPlugin` (if ``replay``),
     - :class:`~avalanche_lvae.plugins.PosteriorConsistencyPlugin`,
 

@@ -122,3 +122,24 @@ def test_bad_arguments_are_named():
     model = LifelongVAE(hidden_dim=16, continuous_dim=2)
     with pytest.raises(ValueError, match="boundaries"):
         LifelongVAEStrategy(model=model, optimizer=torch.optim.Adam(model.parameters()), boundaries="found")
+
+
+def test_veto_when_the_student_explains_the_buffer(data_root):
+    # A full buffer whose rows score like the well-explained rows: vetoed, no swap, the rows trained on once.
+    x, y = _digits(data_root, [0, 1], n=60)
+    model = LifelongVAE(hidden_dim=32, continuous_dim=2)
+    plugin = BoundaryDetectionPlugin(buffer_size=50, window=150)
+    scores = plugin.score(model, x, y)
+    plugin._mean, plugin._var = scores.mean(0), scores.var(0)
+    plugin._buffer = [(i, (x[i], y[i], torch.zeros((), dtype=torch.long))) for i in range(50)]
+    strategy = type("Strategy", (), {"model": model})()
+    plugin._decide(strategy)
+    assert [d.outcome for d in plugin.detections] == ["veto"] and plugin.detections[0].buffer_z < plugin.z_threshold
+    assert model.discrete_dim == 1 and not hasattr(strategy, "teacher")
+    assert len(plugin._pending) == 50 and plugin._buffer == []
+    # The same rows far above the statistics would be a new distribution.
+    plugin._mean = scores.mean(0) - 10 * scores.std(0)
+    plugin._buffer = [(i, (x[i], y[i], torch.zeros((), dtype=torch.long))) for i in range(50)]
+    plugin.max_distributions = 1
+    plugin._decide(strategy)
+    assert plugin.detections[-1].outcome == "cap" and model.discrete_dim == 1
