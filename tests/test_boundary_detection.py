@@ -1,5 +1,9 @@
 """Task-free training: BoundaryDetectionPlugin and LifelongVAEStrategy(boundaries="detected")."""
 
+import importlib.util
+import json
+from pathlib import Path
+
 import pytest
 import torch
 from avalanche.benchmarks.scenarios.online import split_online_stream
@@ -143,3 +147,32 @@ def test_veto_when_the_student_explains_the_buffer(data_root):
     plugin.max_distributions = 1
     plugin._decide(strategy)
     assert plugin.detections[-1].outcome == "cap" and model.discrete_dim == 1
+
+
+def _task_free_script():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "task_free.py"
+    spec = importlib.util.spec_from_file_location("task_free", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_boundary_scores_match_each_true_boundary_once_within_the_window():
+    scores = _task_free_script().boundary_scores([130, 160, 2100, 5000], [100, 2000, 4000], window=500)
+    # 130 detects 100, 160 is a second swap for the same boundary (false), 2100 detects 2000,
+    # 5000 is beyond 4000 + 500 (false); 4000 is missed.
+    assert scores == {"recall": 2 / 3, "precision": 2 / 4, "false_detections": 2, "missed": 1}
+
+
+def test_task_free_benchmark_writes_detections_and_both_accuracies(data_root, tmp_path):
+    out = tmp_path / "task_free.json"
+    argv = ["--streams", "mnist_fashion", "--calibration-max-train-per-experience", "600", "--burn-in", "400",
+            "--wait", "400", "--max-test-per-experience", "100", "--hidden-dim", "64", "--lr", "3e-3", "--out", str(out)]
+    assert _task_free_script().main(argv) == 0
+    result = json.loads(out.read_text())
+    stream = result["streams"]["mnist_fashion"]
+    assert stream["true_boundaries"] == [600] and result["config"]["score"] == "joint"
+    run = stream["per_seed"]["0"]
+    assert set(run["detected"]) >= {"detections", "swaps", "recall", "precision", "z_d_grown", "average_accuracy"}
+    assert run["detected"]["z_d_grown"] == len(run["detected"]["swaps"]) and run["given"]["z_d_grown"] == 1
+    assert 0 <= run["given"]["average_accuracy"] <= 1
