@@ -13,7 +13,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from avalanche_lvae import LifelongVAE, LifelongVAEStrategy
 from avalanche_lvae.data import load_tensors
-from avalanche_lvae.plugins import BoundaryDetectionPlugin
+from avalanche_lvae.plugins import BoundaryDetectionPlugin, TeacherSwapPlugin
 from avalanche_lvae.streams import _benchmark_from_tensors
 
 BATCH = 32
@@ -126,6 +126,16 @@ def test_bad_arguments_are_named():
     model = LifelongVAE(hidden_dim=16, continuous_dim=2)
     with pytest.raises(ValueError, match="boundaries"):
         LifelongVAEStrategy(model=model, optimizer=torch.optim.Adam(model.parameters()), boundaries="found")
+
+
+def test_detected_mode_replaces_the_swap_at_given_boundaries():
+    model = LifelongVAE(hidden_dim=16, continuous_dim=2)
+    strategy = LifelongVAEStrategy(model=model, optimizer=torch.optim.Adam(model.parameters()), boundaries="detected")
+    assert isinstance(strategy.plugins[0], BoundaryDetectionPlugin)
+    assert not any(isinstance(p, TeacherSwapPlugin) for p in strategy.plugins)
+    model = LifelongVAE(hidden_dim=16, continuous_dim=2)
+    given = LifelongVAEStrategy(model=model, optimizer=torch.optim.Adam(model.parameters()))
+    assert isinstance(given.plugins[0], TeacherSwapPlugin)
 
 
 def test_veto_when_the_student_explains_the_buffer(data_root):
