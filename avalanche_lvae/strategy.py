@@ -6,6 +6,7 @@ from avalanche.core import SupervisedPlugin
 from avalanche.training.templates import SupervisedTemplate
 
 from .plugins import (
+    BoundaryDetectionPlugin,
     ComponentPriorPlugin,
     InformationRestrictionPlugin,
     PosteriorConsistencyPlugin,
@@ -27,7 +28,8 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
     plus ``info_weight`` * L_I. It is Avalanche's ``SupervisedTemplate`` with
     these plugins installed before the user's:
 
-    - :class:`~avalanche_lvae.plugins.TeacherSwapPlugin` (teacher at each new experience, z_d growth),
+    - :class:`~avalanche_lvae.plugins.TeacherSwapPlugin` (teacher at each new experience, z_d growth), or
+      :class:`~avalanche_lvae.plugins.BoundaryDetectionPlugin` with ``boundaries="detected"``,
     - :class:`~avalanche_lvae.plugins.TeacherReplayPlugin` (if ``replay``),
     - :class:`~avalanche_lvae.plugins.PosteriorConsistencyPlugin` (the consistency KLs),
     - :class:`~avalanche_lvae.plugins.InformationRestrictionPlugin` (L_I),
@@ -101,6 +103,11 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
             (a Gaussian fitted to the encoder's z_c for j after each experience,
             :class:`~avalanche_lvae.plugins.ComponentPriorPlugin`; not in the
             papers). It changes generation and replay, not the training losses.
+        boundaries: where a new distribution starts: ``"given"`` (default: at
+            every training experience) or ``"detected"`` (task-free: a
+            :class:`~avalanche_lvae.plugins.BoundaryDetectionPlugin` with its
+            defaults replaces the swap plugin and experience boundaries are
+            ignored); a ``BoundaryDetectionPlugin`` instance sets its thresholds.
         plugins: extra Avalanche plugins, run after the ones above.
         train_mb_size: real images per minibatch (default 128, as
             replay-through-feedback; Avalanche's own default of 1 cannot train
@@ -135,12 +142,19 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
         reverse_kl: bool = True,
         continuous_consistency_weight: float = 0.0,
         component_prior: str = "standard",
+        boundaries="given",
         plugins: Optional[List[SupervisedPlugin]] = None,
         train_mb_size: int = 128,
         train_epochs: int = DEFAULT_TRAIN_EPOCHS,
         **kwargs,
     ):
-        lifelong_plugins: List[SupervisedPlugin] = [TeacherSwapPlugin(grow_discrete=grow_discrete)]
+        if boundaries == "detected":
+            boundaries = BoundaryDetectionPlugin(grow_discrete=grow_discrete)
+        if boundaries == "given":
+            boundaries = TeacherSwapPlugin(grow_discrete=grow_discrete)
+        elif not isinstance(boundaries, BoundaryDetectionPlugin):
+            raise ValueError(f'boundaries must be "given", "detected" or a BoundaryDetectionPlugin, got {boundaries!r}.')
+        lifelong_plugins: List[SupervisedPlugin] = [boundaries]  # first: replay reads the teacher it sets
         if check_bool(replay, "replay"):
             lifelong_plugins.append(TeacherReplayPlugin(
                 replay_size=replay_size, soft_labels=soft_replay_labels, label_source=replay_label_source,

@@ -48,11 +48,7 @@ class TeacherSwapPlugin(SupervisedPlugin, supports_distributed=True):
         self._experience = None  # (stream name, index) of the experience the student trains on
 
     def before_training_exp(self, strategy, **kwargs):
-        if not isinstance(strategy.model, LifelongVAE):  # fail at the first experience, not at the second
-            raise ValueError(
-                f"TeacherSwapPlugin needs a strategy training an avalanche_lvae.LifelongVAE (it grows z_d and "
-                f"replays from the teacher), got a {type(strategy.model).__name__}."
-            )
+        check_lifelong_model(strategy, "TeacherSwapPlugin")  # fail at the first experience, not at the second
         experience = strategy.experience
         key = (getattr(getattr(experience, "origin_stream", None), "name", None), experience.current_experience)
         if self._experience is None:
@@ -73,7 +69,8 @@ class TeacherSwapPlugin(SupervisedPlugin, supports_distributed=True):
         optimizer's state (Adam's moments, App. 9.3), rebuilding the optimizer
         so that it holds the grown layers; (4) count the distribution in
         ``strategy.past_distributions``. Callable from any callback, e.g. when
-        a boundary is detected in the middle of an experience.
+        a boundary is detected in the middle of an experience
+        (:class:`~avalanche_lvae.plugins.BoundaryDetectionPlugin`).
         """
         student = strategy.model
         teacher = copy.deepcopy(student).eval()
@@ -88,3 +85,12 @@ class TeacherSwapPlugin(SupervisedPlugin, supports_distributed=True):
         # The grown layers are new Parameters: Avalanche's make_optimizer maps
         # them by name; reset_optimizer_state clears Adam's moments.
         strategy.make_optimizer(reset_optimizer_state=True)
+
+
+def check_lifelong_model(strategy, who: str) -> None:
+    """Raise a ``ValueError`` unless ``strategy.model`` is a LifelongVAE (checked at the first experience)."""
+    if not isinstance(strategy.model, LifelongVAE):
+        raise ValueError(
+            f"{who} needs a strategy training an avalanche_lvae.LifelongVAE (it grows z_d and "
+            f"replays from the teacher), got a {type(strategy.model).__name__}."
+        )
