@@ -82,12 +82,12 @@ class _Probe(SupervisedPlugin):
 
     def __init__(self):
         super().__init__()
-        self.last_student, self.after_swap = None, None
+        self.last_student, self.state_after_swap = None, None
 
     def before_training_iteration(self, strategy, **kwargs):
-        if strategy.teacher is not None and self.after_swap is None:
+        if strategy.teacher is not None and self.state_after_swap is None:
             bn = [m for m in strategy.model.modules() if isinstance(m, _BatchNorm)]
-            self.after_swap = dict(
+            self.state_after_swap = dict(
                 teacher=strategy.teacher, student_dim=strategy.model.discrete_dim,
                 bn_reset=all(int(m.num_batches_tracked) == 0 for m in bn),
                 optimizer_state=len(strategy.optimizer.state), rows=len(strategy.mbatch[0]),
@@ -103,7 +103,7 @@ def test_detected_swap_has_the_given_boundary_semantics(data_root):
     plugin = BoundaryDetectionPlugin(**SMALL)
     strategy = _strategy(plugin, probe)
     _train_merged(strategy, _digits(data_root, [0, 1]), _digits(data_root, [2, 3]))
-    seen = probe.after_swap
+    seen = probe.state_after_swap
     assert seen is not None
     # The teacher is the frozen student as it was after the last update before the swap.
     teacher = seen["teacher"]

@@ -69,14 +69,9 @@ N_CLASSES = 10
 STREAM_SEED = 0
 # Sizes of --quick: a smoke run of a few minutes, not a measurement.
 QUICK = dict(epochs=1, max_train_per_experience=500, max_test_per_experience=200, fd_samples=500)
-# The lifelong model as the papers write it, as flags of ``avalanche-lvae run``: CCL-GM Eq. 4 (classification
-# weight 1), LGM Eq. 10 (z_d consistency 1, L_I lambda 0.01, no z_c consistency), replay labelled from the
-# generating z and reconstructed towards the Bernoulli mean (CCL-GM), z_c ~ N(0, I) for every z_d value
-# (LGM Sec. 4.3). Replay is mixed by loss weights (every real image every epoch), as every committed
-# reproduction was measured.
-PAPER_EQUATIONS = dict(classification_weight=1.0, consistency_weight=1.0, info_weight=0.01,
-                       continuous_consistency=0.0, replay_labels="prior", replay_temperature=1.0,
-                       component_prior="standard", replay_mixing="loss_weights")
+# The lifelong model as the papers write it (``--preset paper``: avalanche_lvae.presets), with replay
+# mixed by loss weights (every real image every epoch), as every committed reproduction was measured.
+PAPER_EQUATIONS = dict(preset="paper", replay_mixing="loss_weights")
 # Flags of the run namespace that mean nothing here (the seed loop and the grids set their own).
 _NOT_CONFIG = ("seed", "results_json", "tensorboard", "plots", "checkpoint_dir", "no_frechet")
 

@@ -143,7 +143,7 @@ def quiet_generator_strategy(batch_size: int, epochs: int, device):
 
 
 #: ``LifelongVAEStrategy`` argument of each lvae-only flag (the flag's namespace attribute).
-_LVAE_STRATEGY_FLAGS = dict(consistency_weight="consistency_weight", info_weight="info_weight",
+_LVAE_STRATEGY_FLAGS = dict(classification_weight="classification_weight", consistency_weight="consistency_weight", info_weight="info_weight",
                             continuous_consistency="continuous_consistency_weight",
                             replay_labels="replay_label_source", replay_mixing="replay_mixing",
                             replay_temperature="replay_temperature", component_prior="component_prior")
@@ -153,22 +153,22 @@ def lvae_settings(args) -> Tuple[dict, dict]:
     """``(model_kwargs, strategy_kwargs)`` of the lifelong model that the flags ``args`` set.
 
     The one place where flags become ``LifelongVAE`` / ``LifelongVAEStrategy``
-    arguments. A flag left at None is not passed, so the library's default
-    applies. ``model_kwargs`` (``arch``, ``continuous_dim``) and the
-    ``criterion`` (``JointBoundLoss(classification_weight)``) apply to every
-    LifelongVAE strategy; the rest of ``strategy_kwargs`` to ``lvae`` only.
+    arguments. They start from ``--preset``: nothing (the library's
+    defaults) or the papers' equations (:mod:`avalanche_lvae.presets`); a flag
+    left at None changes nothing. ``model_kwargs`` and the classification
+    weight apply to every LifelongVAE strategy, the rest of
+    ``strategy_kwargs`` to ``lvae`` only.
     """
-    from avalanche_lvae import JointBoundLoss
+    from avalanche_lvae.presets import PAPER_MODEL, PAPER_STRATEGY
 
-    from avalanche_lvae.presets import PAPER_MODEL
-
-    model_kwargs = {key: getattr(args, key) for key in ("arch", "continuous_dim") if getattr(args, key) is not None}
+    paper = getattr(args, "preset", "default") == "paper"
+    model_kwargs = dict(PAPER_MODEL) if paper else {}
+    model_kwargs.update({key: getattr(args, key) for key in ("arch", "continuous_dim") if getattr(args, key) is not None})
     if args.replay_labels == "prior":  # replay labelled at the generating z needs the papers' classifier on z
         model_kwargs.update(PAPER_MODEL)
-    strategy_kwargs = {argument: getattr(args, flag) for flag, argument in _LVAE_STRATEGY_FLAGS.items()
-                       if getattr(args, flag) is not None}
-    if args.classification_weight is not None:
-        strategy_kwargs["criterion"] = JointBoundLoss(classification_weight=args.classification_weight)
+    strategy_kwargs = dict(PAPER_STRATEGY) if paper else {}
+    strategy_kwargs.update({argument: getattr(args, flag) for flag, argument in _LVAE_STRATEGY_FLAGS.items()
+                            if getattr(args, flag) is not None})
     return model_kwargs, strategy_kwargs
 
 
@@ -203,8 +203,8 @@ def make_strategy(name: str, args, n_classes: int, reference=None, tb_dir: Optio
         if name == "lvae":
             return LifelongVAEStrategy(model=model, optimizer=optimizer, **common, **strategy_kwargs), True
         # The classification weight applies to every LifelongVAE strategy, lvae's default included.
-        common["criterion"] = strategy_kwargs.get(
-            "criterion", JointBoundLoss(classification_weight=LifelongVAEStrategy.DEFAULT_CLASSIFICATION_WEIGHT))
+        common["criterion"] = JointBoundLoss(classification_weight=strategy_kwargs.get(
+            "classification_weight", LifelongVAEStrategy.DEFAULT_CLASSIFICATION_WEIGHT))
         if name == "cumulative":
             return LVAECumulative(model=model, optimizer=optimizer, **common), True
         plugins = [GlobalBatchEWCPlugin(ewc_lambda=args.ewc_lambda, mode="separate")] if name == "ewc" else None
