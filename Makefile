@@ -20,7 +20,7 @@ test: venv
 
 # lvae, naive, ewc and gr on 5-task permuted MNIST, 2 epochs each.
 demo: venv
-	$(VENV)/bin/avalanche-lvae run permuted_mnist
+	$(VENV)/bin/avalanche-lvae run split_mnist
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

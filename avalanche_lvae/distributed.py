@@ -33,6 +33,7 @@ through the functions below; in a single process each of them is a no-op.
 
 import contextlib
 import hashlib
+import socket
 from typing import Dict, Iterator, List, Tuple
 
 import torch
@@ -42,6 +43,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 __all__ = [
+    "free_local_port",
     "world_size",
     "rank",
     "shared_seed",
@@ -184,3 +186,10 @@ def check_replicas_identical(model: nn.Module, what: str = "model") -> str:
                 "DistributedHelper.init_distributed(seed) and train with the same arguments."
             )
     return mine
+
+
+def free_local_port() -> int:
+    """A free TCP port on 127.0.0.1, for a process group spawned on this machine (``mp.spawn``)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -39,6 +39,7 @@ from .data import PathLike, load_tensors, require_dataset
 from .preloading import read_tensors
 
 __all__ = [
+    "benchmark_from_tensors",
     "pixel_permutations",
     "permuted_mnist",
     "split_mnist",
@@ -118,9 +119,12 @@ def _as_dataset(x: torch.Tensor, y: torch.Tensor, task_label: int = 0):
     )
 
 
-def _benchmark_from_tensors(train: Sequence[Tuple[torch.Tensor, torch.Tensor]],
-                            test: Sequence[Tuple[torch.Tensor, torch.Tensor]]):
-    """One experience per ``(x, y)`` pair, task label 0 everywhere, no transforms."""
+def benchmark_from_tensors(train: Sequence[Tuple[torch.Tensor, torch.Tensor]],
+                           test: Sequence[Tuple[torch.Tensor, torch.Tensor]]):
+    """An Avalanche benchmark with one experience per ``(x, y)`` pair of images in [0, 1] and labels.
+
+    Task label 0 everywhere, no transforms, so the LVAE templates pre-load it.
+    """
     return dataset_benchmark([_as_dataset(x, y) for x, y in train], [_as_dataset(x, y) for x, y in test])
 
 
@@ -159,7 +163,7 @@ def permuted_mnist(
     xtr, ytr = _head(*load_tensors("MNIST", True, root), max_train)
     xte, yte = _head(*load_tensors("MNIST", False, root), max_test)
     perms = [None] + pixel_permutations(n_experiences - 1, seed)
-    return _benchmark_from_tensors(
+    return benchmark_from_tensors(
         [(_permute(xtr, p), ytr) for p in perms], [(_permute(xte, p), yte) for p in perms]
     )
 
@@ -329,7 +333,7 @@ def mnist_fashion_permuted(
         xm, ym = _head(*load_tensors("MNIST", train, root_m), n)
         xf, yf = _head(*load_tensors("FashionMNIST", train, root_f), n)
         streams.append([(xm, ym), (xf, yf), (_permute(xm, perm), ym)])
-    return _benchmark_from_tensors(*streams)
+    return benchmark_from_tensors(*streams)
 
 
 # --------------------------------------------------------------------------- access

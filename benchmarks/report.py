@@ -141,6 +141,46 @@ def render_summary(data: dict) -> List[str]:
     return lines + table(["quantity", "value"], rows)
 
 
+def render_task_free(data: dict) -> List[str]:
+    """``benchmarks/task_free.py``: detected boundaries against the true ones, per stream (seeds joined by /)."""
+    def per_seed(values, digits):
+        return "/".join("-" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v)) for v in values)
+
+    rows = []
+    for name, stream in data["streams"].items():
+        summary = stream["summary"]
+        rows.append([f"{name} ({stream['feed']})", stream["role"], str(stream["train_rows_per_experience"]),
+                     str(len(stream["true_boundaries"])), per_seed(summary["recall"], 2),
+                     per_seed(summary["precision"], 2), per_seed(summary["false_detections"], 0),
+                     per_seed(summary["z_d_grown"], 0), per_seed(summary["accuracy_detected"], 3),
+                     per_seed(summary["accuracy_given"], 3)])
+    config = data["config"]
+    lines = [f"Command: `{data['command']}` (seeds {', '.join(str(s) for s in config['seeds'])}, score "
+             f"`{config['score']}`, a detection counts within {config['window']} rows after a true boundary)", ""]
+    return lines + table(["stream (feed)", "role", "rows per experience", "true boundaries", "recall", "precision",
+                          "false detections", "z_d grown", "accuracy, detected", "accuracy, given"], rows)
+
+
+def render_scaling(data: dict) -> List[str]:
+    """``benchmarks/scaling.py``: real samples per second and seconds per experience for 1 and N processes."""
+    rows = [[run["arch"], str(run["world_size"]), run["precision"], run["device"],
+             " / ".join(fmt(v, 1) for v in run["seconds_per_experience"]),
+             " / ".join(fmt(v, 0) for v in run["real_samples_per_second"])] for run in data["runs"]]
+    lines = [f"Command: `{data['command']}` ({data['backend']}, global batch {data['global_batch']}, "
+             f"{data['cpu_cores']} CPU cores). GPU: {data['gpu']}.", ""]
+    return lines + table(["model", "processes", "precision", "device", "s per experience", "real samples / s"], rows)
+
+
+def render_variants(data: dict) -> List[str]:
+    """``benchmarks/defaults_ablation.py``: each default switched back, final accuracy and training time."""
+    rows = [[name, fmt(result["final_avg_accuracy"], 3), fmt(result["train_seconds"], 0)]
+            for name, result in data["variants"].items()]
+    config = data["config"]
+    lines = [f"Command: `{data['command']}` ({config['stream']}, {config['epochs']} epochs, batch "
+             f"{config['batch_size']}, seed {config['seed']})", ""]
+    return lines + table(["variant", "final avg accuracy", "train s"], rows)
+
+
 LEADERBOARD_STREAMS = {
     "pmnist": "Permuted MNIST, 5 experiences",
     "pmnist10": "Permuted MNIST, 10 experiences",
@@ -150,6 +190,13 @@ LEADERBOARD_STREAMS = {
 
 # (file, section title, what the run shows, renderer), in the order of the document.
 SECTIONS: List[tuple] = [
+    ("defaults_ablation_a.json", "Why the defaults (1 of 2)",
+     "Each default of `LifelongVAEStrategy` / `LifelongVAE` switched back alone (`classifier_on_latent`: "
+     "`classifier_input=\"latent\"`; `no_distillation`: `distillation_temperature=None`; `classification_weight_*`; "
+     "`with_info_restriction`: `info_weight=0.01`; `loss_weights_mixing`: `replay_mixing=\"loss_weights\"`), and "
+     "the papers' equations (`paper_equations`).", render_variants),
+    ("defaults_ablation_b.json", "Why the defaults (2 of 2)", "The other variants of the same protocol.",
+     render_variants),
     ("lgm_permuted_mnist.json", "Reproduction: LGM Exp. 5.2, permuted MNIST",
      "The papers' equations (`avalanche_lvae.presets`).", render_reproduction),
     ("lgm_split_mnist.json", "Reproduction: LGM Exp. 5.1, split MNIST (one class per experience)",
@@ -163,14 +210,46 @@ SECTIONS: List[tuple] = [
      render_reproduction),
     ("speed.json", "Speed", "Training cost of one epoch per experience against the same model trained naively "
      "and Avalanche's GenerativeReplay, measured in lockstep in one process.", render_speed),
+    ("scaling.json", "Scaling: one and two processes",
+     "Data-parallel training under `torchrun` (docs/distributed.md) on the machine's CPU cores.", render_scaling),
+    ("task_free.json", "Task-free: boundaries detected, not given (all training images)",
+     "`LifelongVAEStrategy(boundaries=\"detected\")` against the same model with the boundaries given "
+     "(docs/task_free.md); calibration streams set the thresholds, tested streams were not used for them.",
+     render_task_free),
+    ("task_free_12k.json", "Task-free: the first 12,000 rows of each experience",
+     "The same protocol on shorter experiences.", render_task_free),
+    ("task_free_score_elbo.json", "Task-free without labels (`score=\"elbo\"`)",
+     "The detector scoring the negative ELBO only.", render_task_free),
     ("long_run.json", "A long run: 20 experiences",
      "Every loss term stays finite and the step time stays flat as past distributions accumulate.",
      render_summary),
 ]
 
 
+OPTION_RUNS = """The files below are runs of `avalanche-lvae run` (each file's `config` records every
+setting it ran with, `command` where present). Pairs of runs that differ in one setting measure the
+options that are not switched on by default:
+
+- `replay_temperature` (the sharper reconstruction target for replay): `split_fmnist_b64e10_t08.json`
+  (0.8) against `split_fmnist_b64e10.json` (1), and the row purity of the sample grids;
+- `component_prior="fitted"`: `split_fmnist_fitted.json` against `split_fmnist.json`, and
+  `row_purity_fitted/row_purity_split_fmnist.json` against `row_purity_split_fmnist.json` (the `paper`
+  row);
+- `replay_mixing`: `permuted_mnist_e10_composition.json` against `permuted_mnist_e10.json`,
+  `split_fmnist_composition.json` against `split_fmnist_fitted.json`, and
+  `split_fmnist_seed1.json` against `split_fmnist_seed1_loss_weights.json`;
+- `continuous_consistency_weight`, together with classification weight 20 (two settings change):
+  `permuted_mnist_cw20_cc1.json` against `permuted_mnist_paper_defaults.json`;
+- the removed decoder distillation: `split_fmnist_seed1_distill5.json` against
+  `split_fmnist_seed1_loss_weights.json`, and the `distill_anchor*` rows of `row_purity_split_fmnist.json`."""
+
+
 def renderer_for(data: dict) -> Callable[[dict], List[str]]:
     """The renderer of a file that SECTIONS does not list, from the keys it holds."""
+    if "variants" in data:
+        return render_variants
+    if "streams" in data:
+        return render_task_free
     if "results" in data:
         return render_run
     if "per_seed" in data:
@@ -202,6 +281,7 @@ def results_document() -> str:
             continue
         listed.add(name)
         lines += ["", f"## {title}", "", f"`benchmarks/results/{name}`. {blurb}", ""] + render(load(name))
+    lines += ["", "## Runs of the command line, by option", "", OPTION_RUNS]
     for path in sorted(RESULTS.rglob("*.json")):
         name = str(path.relative_to(RESULTS))
         if name in listed:

@@ -21,7 +21,6 @@ Usage::
 import argparse
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from avalanche.core import SupervisedPlugin
 from avalanche.training.plugins import EvaluationPlugin
 
 from avalanche_lvae import LifelongVAE, LifelongVAEStrategy
+from avalanche_lvae.distributed import free_local_port
 from avalanche_lvae.streams import permuted_mnist
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "scaling.json")
@@ -80,11 +80,6 @@ def _worker(rank, world, port, args, out_path):
         torch.distributed.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def measure(arch, world, args):
     """One run in ``world`` processes; returns rank 0's timings."""
@@ -92,7 +87,7 @@ def measure(arch, world, args):
         out = os.path.join(tmp, "rank0.json")
         run = dict(arch=arch, experiences=args.experiences, train=args.train, epochs=args.epochs,
                    global_batch=args.global_batch)
-        mp.spawn(_worker, args=(world, _free_port(), run, out), nprocs=world, join=True)
+        mp.spawn(_worker, args=(world, free_local_port(), run, out), nprocs=world, join=True)
         with open(out) as f:
             result = json.load(f)
     result["real_samples_per_second"] = [

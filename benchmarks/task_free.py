@@ -47,7 +47,7 @@ from avalanche.training.plugins import EvaluationPlugin
 from avalanche_lvae import LifelongVAE, LifelongVAEStrategy
 from avalanche_lvae.plugins import BoundaryDetectionPlugin
 from avalanche_lvae.streams import (
-    _benchmark_from_tensors, experience_tensors, mnist_fashion_permuted, permuted_mnist, split_fmnist, split_mnist,
+    benchmark_from_tensors, experience_tensors, mnist_fashion_permuted, permuted_mnist, split_fmnist, split_mnist,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -128,7 +128,7 @@ def run_stream(name: str, args, seed: int) -> dict:
     """Train the detected and the given run of one stream for one seed (model weights and row order)."""
     n_train = args.max_train_per_experience if name in TESTED else args.calibration_max_train_per_experience
     train_sets, test_sets = build_stream(name, n_train, args.max_test_per_experience, seed)
-    benchmark = _benchmark_from_tensors(train_sets, test_sets)
+    benchmark = benchmark_from_tensors(train_sets, test_sets)
     true_boundaries, total = [], 0
     for x, _ in train_sets[:-1]:
         total += len(x)
@@ -141,7 +141,7 @@ def run_stream(name: str, args, seed: int) -> dict:
         for experience in split_online_stream(benchmark.train_stream, experience_size=args.online_size, shuffle=False):
             strategy.train(experience, shuffle=False)
     else:
-        merged = _benchmark_from_tensors([tuple(torch.cat(parts) for parts in zip(*train_sets))], test_sets[:1])
+        merged = benchmark_from_tensors([tuple(torch.cat(parts) for parts in zip(*train_sets))], test_sets[:1])
         strategy.train(merged.train_stream[0], shuffle=False)
     detected_acc = test_accuracy(strategy.model, test_sets)
     detected_seconds = time.time() - start

@@ -18,7 +18,7 @@ from torch.utils.data import TensorDataset
 from avalanche_lvae import avalanche_internals
 from avalanche_lvae.avalanche_internals import AvalancheInternalsError, avalanche_version
 from avalanche_lvae.preloading import PreloadedTaskBalancedDataLoader, is_tensor_backed
-from avalanche_lvae.streams import _benchmark_from_tensors
+from avalanche_lvae.streams import benchmark_from_tensors
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,7 +53,7 @@ def relied_on(symbol):
 
 def _tiny_experience_data():
     x, y = torch.rand(10, 1, 28, 28), torch.arange(10) % 3
-    return _benchmark_from_tensors([(x, y)], [(x, y)]).train_stream[0].dataset.train()
+    return benchmark_from_tensors([(x, y)], [(x, y)]).train_stream[0].dataset.train()
 
 
 def test_dataset_tree():

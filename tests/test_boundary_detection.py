@@ -14,7 +14,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from avalanche_lvae import LifelongVAE, LifelongVAEStrategy
 from avalanche_lvae.data import load_tensors
 from avalanche_lvae.plugins import BoundaryDetectionPlugin, TeacherSwapPlugin
-from avalanche_lvae.streams import _benchmark_from_tensors
+from avalanche_lvae.streams import benchmark_from_tensors
 
 BATCH = 32
 ROWS = 1600  # rows per distribution
@@ -40,7 +40,7 @@ def _strategy(plugin, probe=None):
 
 def _train_merged(strategy, *parts):
     """All parts as one experience read in order: no boundary information."""
-    merged = _benchmark_from_tensors([tuple(torch.cat(p) for p in zip(*parts))], [parts[0]])
+    merged = benchmark_from_tensors([tuple(torch.cat(p) for p in zip(*parts))], [parts[0]])
     strategy.train(merged.train_stream[0], shuffle=False)
 
 
@@ -58,7 +58,7 @@ def test_fires_once_near_the_switch(data_root):
 def test_quiet_on_one_distribution_and_ignores_given_boundaries(data_root):
     # An online stream of one distribution: 50 experiences, none of them a new distribution.
     x, y = _digits(data_root, [0, 1, 2, 3], n=2 * ROWS)
-    benchmark = _benchmark_from_tensors([(x, y)], [(x[:100], y[:100])])
+    benchmark = benchmark_from_tensors([(x, y)], [(x[:100], y[:100])])
     plugin = BoundaryDetectionPlugin(**SMALL)
     strategy = _strategy(plugin)
     for experience in split_online_stream(benchmark.train_stream, experience_size=2 * BATCH, shuffle=False):

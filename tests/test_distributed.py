@@ -15,7 +15,6 @@ bit.
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +29,7 @@ from avalanche.training.plugins import EvaluationPlugin
 from avalanche_lvae import JointBoundLoss, LifelongVAE, LifelongVAEStrategy
 from avalanche_lvae.experiments.cli import main as cli_main
 from avalanche_lvae.experiments.runner import CRASH_ENV_VAR, CRASH_EXIT_CODE
+from avalanche_lvae.distributed import free_local_port
 from avalanche_lvae.streams import permuted_mnist
 
 WORLD, GLOBAL_BATCH, EPOCHS, TRAIN, TEST = 2, 50, 6, 1000, 1000
@@ -97,14 +97,9 @@ def _worker(rank, port, data_root, out_dir):
         torch.distributed.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_two_processes_train_in_lockstep_and_match_one_process(data_root, tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(data_root), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_local_port(), str(data_root), str(tmp_path)), nprocs=WORLD, join=True)
     assert sorted(os.listdir(tmp_path)) == ["reports.json"]
     ranks = json.loads((tmp_path / "reports.json").read_text())
 

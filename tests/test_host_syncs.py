@@ -14,7 +14,7 @@ from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import EvaluationPlugin
 
 from avalanche_lvae import LifelongVAE, LifelongVAEStrategy, NonFiniteLossError
-from avalanche_lvae.streams import _benchmark_from_tensors
+from avalanche_lvae.streams import benchmark_from_tensors
 
 SYNCING = ("item", "tolist", "__bool__", "__int__", "__float__", "cpu", "numpy")
 BATCH, ROWS, INTERVAL = 32, 256, 4  # 8 iterations per epoch
@@ -57,7 +57,7 @@ def _stream():
     generator = torch.Generator().manual_seed(0)
     parts = [(torch.rand(ROWS, 1, 28, 28, generator=generator), torch.randint(0, 10, (ROWS,), generator=generator))
              for _ in range(2)]
-    return _benchmark_from_tensors(parts, [(x[:64], y[:64]) for x, y in parts])
+    return benchmark_from_tensors(parts, [(x[:64], y[:64]) for x, y in parts])
 
 
 def _strategy(plugins, **kwargs):

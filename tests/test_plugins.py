@@ -19,7 +19,7 @@ from avalanche_lvae.plugins import (
     TeacherSwapPlugin,
 )
 from avalanche_lvae.plugins.component_prior import aggregate_posterior_moments
-from avalanche_lvae.streams import _benchmark_from_tensors, permuted_mnist
+from avalanche_lvae.streams import benchmark_from_tensors, permuted_mnist
 from test_strategy import HIDDEN, Recorder, _strategy
 
 
@@ -314,7 +314,7 @@ def test_a_teacher_certain_beyond_float32_does_not_stop_training(data_root):
     for pair in range(3):
         index = ((y == 2 * pair) | (y == 2 * pair + 1)).nonzero().squeeze(1)[:256]
         train.append((x[index], y[index]))
-    stream = _benchmark_from_tensors(train, train)
+    stream = benchmark_from_tensors(train, train)
     gaps = []
 
     class Confident(SupervisedPlugin):

@@ -11,7 +11,7 @@ import pytest
 
 from avalanche_lvae import LifelongVAE, LifelongVAEStrategy
 from avalanche_lvae.preloading import PreloadedTaskBalancedDataLoader, is_tensor_backed
-from avalanche_lvae.streams import _benchmark_from_tensors, permuted_mnist, split_fmnist
+from avalanche_lvae.streams import benchmark_from_tensors, permuted_mnist, split_fmnist
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_strategy_trains_identically_with_either_loader(tensor_stream, monkeypat
 
 def test_data_with_transforms_keep_avalanches_loader():
     x, y = torch.rand(40, 1, 28, 28), torch.randint(0, 10, (40,))
-    stream = _benchmark_from_tensors([(x, y)], [(x, y)])
+    stream = benchmark_from_tensors([(x, y)], [(x, y)])
     experience = stream.train_stream[0]
     experience.dataset = experience.dataset.replace_current_transform_group(transforms.RandomHorizontalFlip())
     model, recorder = LifelongVAE(hidden_dim=32), LoaderType()

@@ -42,7 +42,7 @@ from avalanche_lvae.plugins import (
     TeacherReplayPlugin,
     TeacherSwapPlugin,
 )
-from avalanche_lvae.streams import _benchmark_from_tensors, experience_tensors, mnist_fashion_permuted, permuted_mnist
+from avalanche_lvae.streams import benchmark_from_tensors, experience_tensors, mnist_fashion_permuted, permuted_mnist
 from avalanche_lvae.experiments.runner import CRASH_ENV_VAR as CRASH_ENV
 from avalanche_lvae.experiments.runner import CRASH_EXIT_CODE
 from avalanche_lvae.streams import split_fmnist
@@ -191,12 +191,12 @@ from avalanche.evaluation.metrics import accuracy_metrics
 from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import EvaluationPlugin
 from avalanche_lvae import LifelongVAE, LifelongVAEStrategy
-from avalanche_lvae.streams import _benchmark_from_tensors
+from avalanche_lvae.streams import benchmark_from_tensors
 
 N_EXP = 10
 g = torch.Generator().manual_seed(0)
 data = [(torch.rand(128, 1, 28, 28, generator=g), torch.randint(0, 10, (128,), generator=g)) for _ in range(N_EXP)]
-bm = _benchmark_from_tensors(data, [(x[:64], y[:64]) for x, y in data])
+bm = benchmark_from_tensors(data, [(x[:64], y[:64]) for x, y in data])
 SKIP = (type, types.ModuleType, types.FunctionType, types.MethodType, torch.Tensor, str, bytes)
 
 def reachable_models(root):
@@ -269,7 +269,7 @@ def _images(n=16, **kw):
 
 
 def _experience(x, y):
-    return _benchmark_from_tensors([(x, y)], [(x, y)]).train_stream[0]
+    return benchmark_from_tensors([(x, y)], [(x, y)]).train_stream[0]
 
 
 def _lvae_strategy(**kwargs):

@@ -21,7 +21,7 @@ from avalanche_lvae.plugins import (
     TeacherReplayPlugin,
     TeacherSwapPlugin,
 )
-from avalanche_lvae.streams import _benchmark_from_tensors, experience_tensors, permuted_mnist, split_mnist
+from avalanche_lvae.streams import benchmark_from_tensors, experience_tensors, permuted_mnist, split_mnist
 
 HIDDEN = 64
 
@@ -308,7 +308,7 @@ def test_plugins_attach_to_a_plain_avalanche_naive(small_stream):
 
 
 def _stream_with(x, y):
-    return _benchmark_from_tensors([(x, y)], [(x, y)])
+    return benchmark_from_tensors([(x, y)], [(x, y)])
 
 
 @pytest.mark.parametrize(
