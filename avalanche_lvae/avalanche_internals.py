@@ -113,19 +113,30 @@ def flat_data_node(node) -> Optional[Tuple[List[Any], List[Any]]]:
 class BatchSamplerLoaderHook:
     """Mixin for a subclass of Avalanche's ``MultiDatasetDataLoader`` (e.g. ``TaskBalancedDataLoader``).
 
-    Each epoch Avalanche draws a batch sampler over its per-task datasets and
-    wraps it in a ``torch`` ``DataLoader`` through the private hook
-    ``_make_pytorch_loader``; with this mixin first in the bases, the subclass's
-    ``make_pytorch_loader(batch_sampler)`` builds that loader instead.
+    Each epoch Avalanche creates its samplers (the private ``_create_samplers``),
+    draws a batch sampler over its per-task datasets and wraps it in a
+    ``torch`` ``DataLoader`` through the private hook ``_make_pytorch_loader``;
+    with this mixin first in the bases, the subclass's
+    ``make_pytorch_loader(batch_sampler)`` builds that loader instead, and its
+    ``samplers_created(samplers)`` sees each epoch's samplers first.
     """
 
-    _HOOK = "_make_pytorch_loader"
+    _HOOKS = ("_make_pytorch_loader", "_create_samplers")
 
     def __init__(self, *args, **kwargs):
         bases = [cls for cls in type(self).__mro__ if cls is not BatchSamplerLoaderHook]
-        if not any(self._HOOK in vars(cls) for cls in bases):
-            raise _missing(f"MultiDatasetDataLoader.{self._HOOK}", _LOADER)
+        for hook in self._HOOKS:
+            if not any(hook in vars(cls) for cls in bases):
+                raise _missing(f"MultiDatasetDataLoader.{hook}", _LOADER)
         super().__init__(*args, **kwargs)
+
+    def samplers_created(self, samplers) -> None:
+        """Called once per epoch with the epoch's batch samplers, before any minibatch is drawn."""
+
+    def _create_samplers(self, *args, **kwargs):
+        samplers = super()._create_samplers(*args, **kwargs)
+        self.samplers_created(samplers)
+        return samplers
 
     def make_pytorch_loader(self, batch_sampler):
         """Return the iterable of minibatches for one epoch, given Avalanche's batch sampler."""

@@ -140,13 +140,11 @@ class PreloadedTaskBalancedDataLoader(avalanche_internals.BatchSamplerLoaderHook
         args = dict(self.loader_kwargs, collate_fn=_already_collated)
         return avalanche_internals.loader_from_batch_sampler(_IndexedTensors(*self.tensors), batch_sampler, args)
 
-    def _create_samplers(self, datasets, batch_sizes, distributed_sampling, loader_kwargs):
-        # Called once per epoch (per iteration over the loader).
-        samplers = super()._create_samplers(datasets, batch_sizes, distributed_sampling, loader_kwargs)
+    def samplers_created(self, samplers) -> None:
+        # Called once per epoch (per iteration over the loader): a fresh shuffle each epoch, the same on every rank.
         for batch_sampler in samplers:
             sampler = getattr(batch_sampler, "sampler", None)
             if isinstance(sampler, DistributedSampler):
                 sampler.seed = self.shuffle_seed
                 sampler.set_epoch(self._epoch)
         self._epoch += 1
-        return samplers

@@ -2,7 +2,7 @@
 
 ``LifelongVAE()`` and ``LifelongVAEStrategy(model=..., optimizer=...)`` with no
 further arguments are the configuration measured best for continual
-classification while keeping generation (see their docstrings and the README).
+classification while keeping generation (docs/method.md, "Defaults"; measured in docs/results.md).
 The papers' own objective is one preset away::
 
     model = LifelongVAE(**PAPER_MODEL)

@@ -39,7 +39,7 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
     loss metrics and every logger work unchanged.
 
     The defaults are the configuration measured best for continual
-    classification on split and permuted MNIST (README, Results):
+    classification on split and permuted MNIST (docs/results.md):
     with ``LifelongVAE()``'s classifier on the encoder's features, replay
     labelled by the teacher's test-time classifier and distilled at
     temperature 2, classification weight 10, LGM Sec. 4's batch composition

@@ -11,7 +11,7 @@ Common to every ``*_pmnist`` entry: the same stream,
 ``avalanche_lvae.streams.permuted_mnist`` (MNIST then 4 fixed permutations of
 stream seed 0, pixels in [0, 1], all 60k / 10k images), one 10-way head, and
 for Avalanche's strategies ``SimpleMLP(hidden_size=512, hidden_layers=2)``
-with cross-entropy. Adam lr 1e-3, batch 256, 3 epochs (the README's protocol)
+with cross-entropy. Adam lr 1e-3, batch 256, 3 epochs
 unless the entry's dict says otherwise: GEM and A-GEM use the baselines'
 settings (SGD lr 0.1, batch 10, 1 epoch, no dropout; GEM trains on the first
 1000 images of each experience, as the baselines' ``GEM_reduced`` and the GEM
@@ -43,13 +43,6 @@ over the 5 tasks, average forgetting, training seconds) and
 ``leaderboard.json`` beside it (every metric, every hyperparameter);
 ``--quick`` (500 training / 200 test images per experience, 1 epoch) writes
 ``leaderboard_quick.*`` instead, so it never overwrites full results.
-
-**Estimated** time of the full run on this 2-core CPU, one thread: about 30
-minutes. Derivation: --quick trained naive / ewc / si / lwf / gr / cumulative
-/ lvae_pmnist in 0.22 / 0.39 / 0.23 / 0.27 / 0.79 / 0.57 / 0.97 s, x360 for
-60k images and 3 epochs (GR: 284 s, as the README measured); agem 3.2 s x120
-(1 epoch) = 385 s; gem 10.7 s x2 (1000 images) = 21 s; lvae_sfmnist 2.1 s x36
-= 75 s; about 1700 s of training plus a few seconds of evaluation per entry.
 """
 
 import argparse
@@ -328,10 +321,9 @@ def cumulative_pmnist(override_args=None):
 
 @entry
 def lvae_pmnist(override_args=None):
-    """``LifelongVAEStrategy``: the papers' regulariser weights (consistency 1, L_I 0.01) with the
-    permuted-MNIST settings ``examples/permuted_mnist.py`` had when the leaderboard was measured
-    (classification weight 20 -- the example now defaults to 100 --, z_c consistency 1, replay
-    labelled at the teacher's posterior mode; measured in README)."""
+    """``LifelongVAEStrategy`` over the classifier on z: the papers' regulariser weights (consistency 1,
+    L_I 0.01) with classification weight 20, z_c consistency 1 and replay labelled at the teacher's
+    posterior mode."""
     args = create_default_args(dict(_LVAE_PAPER, classification_weight=20.0, continuous_consistency_weight=1.0,
                                     replay_label_source="posterior"), override_args)
     set_seed(args.seed)

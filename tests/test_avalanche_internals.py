@@ -31,6 +31,7 @@ PRIVATE_NAMES = {
     "_frozen_transform_groups",
     "_FlatDataWithTransform",
     "_make_pytorch_loader",
+    "_create_samplers",
     "_make_data_loader_with_batched_sampler",
     "_obtain_common_dataloader_parameters",
 }
@@ -76,18 +77,22 @@ def test_dataset_tree():
 
 
 def test_loader_hook_builds_each_epochs_loader():
-    with relied_on("MultiDatasetDataLoader._make_pytorch_loader"):
+    with relied_on("MultiDatasetDataLoader._make_pytorch_loader and _create_samplers"):
         data = _tiny_experience_data()
-        built = []
+        built, created = [], []
 
         class Spy(PreloadedTaskBalancedDataLoader):
             def make_pytorch_loader(self, batch_sampler):
                 built.append(batch_sampler)
                 return super().make_pytorch_loader(batch_sampler)
 
+            def samplers_created(self, samplers):
+                created.append(samplers)
+                super().samplers_created(samplers)
+
         loader = Spy(data, batch_size=4, shuffle=False)
         epochs = [list(loader) for _ in range(2)]
-        assert len(built) == 2  # called by Avalanche once per epoch
+        assert len(built) == 2 and len(created) == 2  # both called by Avalanche once per epoch
         reference = list(TaskBalancedDataLoader(data, batch_size=4, shuffle=False))
         for batches in epochs:
             assert len(batches) == len(reference) == 3

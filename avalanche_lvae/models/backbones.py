@@ -23,7 +23,7 @@ class LatentProjection(nn.Module):
 
     ``Linear(cat([z_c, z_d]))`` equals ``continuous(z_c) + discrete(z_d)``; the
     split keeps the weights that read ``z_d`` in their own layer so that growing
-    ``z_d`` re-initialises only them (METHOD.md §1, "growing z_d") while the
+    ``z_d`` re-initialises only them (docs/method.md, "Which weights growth re-initialises") while the
     continuous block is copied unchanged.
     """
 
