@@ -197,6 +197,12 @@ SECTIONS: List[tuple] = [
      "the papers' equations (`paper_equations`).", render_variants),
     ("defaults_ablation_b.json", "Why the defaults (2 of 2)", "The other variants of the same protocol.",
      render_variants),
+    ("defaults_ablation_c.json", "Options that stay off by default",
+     "The same protocol, each option against the variant it differs from in one setting: `hard_replay_labels` "
+     "(`soft_replay_labels=False`) against `no_distillation`, `prior_replay_labels` (`replay_label_source=\"prior\"`) "
+     "against `classifier_on_latent`, `forward_consistency_kl` (`reverse_kl=False`), `continuous_consistency` "
+     "(`continuous_consistency_weight=1`) and `fixed_discrete` (`LifelongVAE(discrete_dim=5)`, `grow_discrete=False`) "
+     "against `defaults`.", render_variants),
     ("lgm_permuted_mnist.json", "Reproduction: LGM Exp. 5.2, permuted MNIST",
      "The papers' equations (`avalanche_lvae.presets`).", render_reproduction),
     ("lgm_split_mnist.json", "Reproduction: LGM Exp. 5.1, split MNIST (one class per experience)",
