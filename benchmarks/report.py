@@ -301,7 +301,7 @@ def headline_table() -> str:
     return "\n".join(leaderboard_tables(leaderboard_files(), streams=HEADLINE_STREAMS))
 
 
-HEADLINE_STREAMS = ("smnist", "pmnist", "pmnist10", "sfmnist")
+HEADLINE_STREAMS = ("smnist", "pmnist", "pmnist10")
 
 
 def readme_with_headline(text: str) -> str:
