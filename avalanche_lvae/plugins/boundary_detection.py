@@ -102,10 +102,9 @@ class BoundaryDetectionPlugin(SupervisedPlugin):
             statistics and the buffer, decide, swap, and prepend buffered
             rows. It must run before :class:`TeacherReplayPlugin`'s (the
             strategy installs it first), so that the replay of this very
-            minibatch uses the new teacher, and it sets
-            ``strategy.past_distributions`` (k of LGM Sec. 4's
-            pi = 1/(k+1)), which the replay plugin reads instead of the
-            experience counter.
+            minibatch uses the new teacher; the swap counts the distribution
+            in ``strategy.past_distributions`` (k of LGM Sec. 4's
+            pi = 1/(k+1)), which the replay plugin reads.
 
     Args:
         grow_discrete: grow z_d by one value at each accepted detection.
@@ -267,7 +266,6 @@ class BoundaryDetectionPlugin(SupervisedPlugin):
             outcome = "swap"
             self.swap.start_new_distribution(strategy)
             self.distributions += 1
-            strategy.past_distributions = self.distributions - 1
             self._mean, self._var = None, None  # a new distribution: its statistics start afresh
         if outcome != "veto":
             self._quiet_until = self.samples_seen + self.wait
