@@ -18,14 +18,21 @@ validate them under Avalanche's loader, so a seeded run trains bit-identically
 with either loader.) Under ``torchrun`` its
 samplers shard every epoch by rank exactly as Avalanche's do
 (``DistributedSampler``), with a fresh shuffle each epoch, identical on every
-rank (see ``shuffle_seed``). It is used only when
+rank (see ``shuffle_seed``).
+
+On a GPU the loader holds the experience on the device when it fits
+(:func:`placement`: at most ``DEVICE_MEMORY_FRACTION`` of the device's free
+memory), so a minibatch is indexed on the device and the training step copies
+no images from the host (only the sampler's b indices travel); otherwise, and
+always on CPU, the tensors stay in host memory. The minibatches and the run
+are the same either way. It is used only when
 :func:`is_tensor_backed` proves that every item is a fixed function of its
 index (``TensorDataset`` leaves, no transform in the active group); any
 dataset with transforms, e.g. random augmentation, keeps Avalanche's loader.
 """
 
 from collections import defaultdict
-from typing import List
+from typing import List, Optional, Sequence
 
 import torch
 from avalanche.benchmarks.utils.data_loader import TaskBalancedDataLoader
@@ -35,9 +42,13 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 # Avalanche's private names are looked up there, on use (the module imports nothing at load time).
 from . import avalanche_internals
 
-__all__ = ["is_tensor_backed", "read_tensors", "PreloadedTaskBalancedDataLoader"]
+__all__ = ["is_tensor_backed", "read_tensors", "device_budget", "placement", "PreloadedTaskBalancedDataLoader"]
 
 _READ_BATCH = 4096
+
+#: Share of a GPU's free memory the pre-loaded experience may take; the rest is
+#: left for the model, its optimizer state, the activations and the teacher's replay.
+DEVICE_MEMORY_FRACTION = 0.5
 
 
 def _group_is_empty(groups, group_name: str) -> bool:
@@ -89,6 +100,25 @@ def read_tensors(dataset, batch_size: int = _READ_BATCH) -> List[torch.Tensor]:
     return [torch.cat(field) for field in zip(*parts)]
 
 
+def device_budget(device) -> Optional[int]:
+    """Bytes of pre-loaded data ``device`` may hold: ``DEVICE_MEMORY_FRACTION`` of its free memory now.
+
+    None for a device that computes on host memory (CPU): there is nothing to move.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    free, _total = torch.cuda.mem_get_info(device)
+    return int(DEVICE_MEMORY_FRACTION * free)
+
+
+def placement(tensors: Sequence[torch.Tensor], device) -> Optional[torch.device]:
+    """Where to hold an experience's tensors: ``device`` if their bytes fit :func:`device_budget`, else None (host)."""
+    budget = device_budget(device)
+    size = sum(t.numel() * t.element_size() for t in tensors)
+    return torch.device(device) if budget is not None and size <= budget else None
+
+
 class _IndexedTensors(TensorDataset):
     """torch's ``TensorDataset``, plus ``__getitems__``: a whole minibatch by one indexing operation."""
 
@@ -96,7 +126,7 @@ class _IndexedTensors(TensorDataset):
         # torch's fetcher passes the sampler's index list here (instead of one
         # __getitem__ per index) and hands the result to collate_fn; a list of
         # fields, as Avalanche's collate returns.
-        return list(self[torch.as_tensor(indices)])
+        return list(self[torch.as_tensor(indices, device=self.tensors[0].device)])
 
 
 def _already_collated(batch):
@@ -119,12 +149,17 @@ class PreloadedTaskBalancedDataLoader(avalanche_internals.BatchSamplerLoaderHook
             Avalanche's own loader rebuilds its samplers at epoch 0 with seed 0
             every epoch, i.e. the same order every epoch and experience.
             Unused in a single process.
+        device: the device the strategy trains on (None: keep host tensors).
+            The tensors move there once when :func:`placement` says they fit
+            and the loader has no worker processes (``num_workers=0``, which
+            cannot share device tensors); nothing moves on CPU.
 
     Attributes:
         tensors: the experience's items, one tensor per field ``[x, y, task label]``.
+        device: the device holding ``tensors`` when they were moved there, else None (host memory).
     """
 
-    def __init__(self, data, shuffle_seed: int = 0, **kwargs):
+    def __init__(self, data, shuffle_seed: int = 0, device=None, **kwargs):
         if not is_tensor_backed(data):
             raise ValueError(
                 "PreloadedTaskBalancedDataLoader needs tensor-backed data without transforms "
@@ -134,10 +169,17 @@ class PreloadedTaskBalancedDataLoader(avalanche_internals.BatchSamplerLoaderHook
         super().__init__(data, **kwargs)
         per_task = [read_tensors(task_data) for task_data in self.datasets]
         self.tensors = [torch.cat(field) for field in zip(*per_task)]
+        self.device = None
+        if device is not None and self.loader_kwargs.get("num_workers", 0) == 0:
+            self.device = placement(self.tensors, device)
+        if self.device is not None:
+            self.tensors = [t.to(self.device) for t in self.tensors]
 
     def make_pytorch_loader(self, batch_sampler):
         """The epoch's loader: Avalanche's batch sampler over the pre-loaded tensors."""
         args = dict(self.loader_kwargs, collate_fn=_already_collated)
+        if self.device is not None:
+            args["pin_memory"] = False  # device tensors cannot be pinned (torch raises)
         return avalanche_internals.loader_from_batch_sampler(_IndexedTensors(*self.tensors), batch_sampler, args)
 
     def samplers_created(self, samplers) -> None:

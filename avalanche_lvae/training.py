@@ -201,8 +201,8 @@ class LVAETemplateMixin:
         :mod:`avalanche_lvae.streams`) are read once into tensors and served by
         :class:`~avalanche_lvae.preloading.PreloadedTaskBalancedDataLoader`:
         the same minibatches as Avalanche's loader, without its per-sample
-        Python fetching; the checks then run on those tensors, not on a
-        second pass over the data.
+        Python fetching, held on the strategy's GPU when they fit; the checks
+        then run on those tensors, not on a second pass over the data.
         """
         data = self.adapted_dataset
         _check_not_empty(data, self.experience)
@@ -222,6 +222,7 @@ class LVAETemplateMixin:
             data,
             oversample_small_groups=True,
             shuffle_seed=distributed.shared_seed() if distributed.world_size() > 1 else 0,
+            device=self.device,
             **avalanche_internals.common_dataloader_parameters(self, batch_size=self.train_mb_size, **loader_args),
         )
         _check_batch(self.dataloader.tensors, self.model, self.experience)

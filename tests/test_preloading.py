@@ -10,7 +10,9 @@ from torchvision import transforms
 import pytest
 
 from avalanche_lvae import LifelongVAE, LifelongVAEStrategy
-from avalanche_lvae.preloading import PreloadedTaskBalancedDataLoader, is_tensor_backed
+from avalanche_lvae import preloading
+from avalanche_lvae.preloading import (PreloadedTaskBalancedDataLoader, device_budget, is_tensor_backed,
+                                      placement)
 from avalanche_lvae.streams import benchmark_from_tensors, permuted_mnist, split_fmnist
 
 
@@ -54,14 +56,15 @@ def test_preloaded_loader_yields_avalanches_minibatches_and_rng_draws(tensor_str
 
 
 class LoaderType(SupervisedPlugin):
-    """Records the class of the training loader of every experience."""
+    """Records the class of the training loader of every experience, and where the pre-loaded one holds its data."""
 
     def __init__(self):
         super().__init__()
-        self.types = set()
+        self.types, self.devices = set(), set()
 
     def before_training_epoch(self, strategy, **kwargs):
         self.types.add(type(strategy.dataloader))
+        self.devices.add(getattr(strategy.dataloader, "device", "not pre-loaded"))
 
 
 def _train(stream):
@@ -72,15 +75,15 @@ def _train(stream):
                                    plugins=[recorder])
     for exp in stream.train_stream:
         strategy.train(exp)
-    return strategy.model.state_dict(), recorder.types
+    return strategy.model.state_dict(), recorder
 
 
 def test_strategy_trains_identically_with_either_loader(tensor_stream, monkeypatch):
-    preloaded_state, preloaded_loaders = _train(tensor_stream)
+    preloaded_state, preloaded = _train(tensor_stream)
     monkeypatch.setattr("avalanche_lvae.training.is_tensor_backed", lambda data: False)
-    reference_state, reference_loaders = _train(tensor_stream)
-    assert preloaded_loaders == {PreloadedTaskBalancedDataLoader}
-    assert reference_loaders == {TaskBalancedDataLoader}
+    reference_state, reference = _train(tensor_stream)
+    assert preloaded.types == {PreloadedTaskBalancedDataLoader} and preloaded.devices == {None}  # CPU: host tensors
+    assert reference.types == {TaskBalancedDataLoader}
     assert all(torch.equal(preloaded_state[k], reference_state[k]) for k in reference_state)
 
 
@@ -94,3 +97,31 @@ def test_data_with_transforms_keep_avalanches_loader():
                                    evaluator=EvaluationPlugin(loggers=[]), plugins=[recorder])
     strategy.train(experience)
     assert recorder.types == {TaskBalancedDataLoader}
+
+
+def test_the_experience_moves_to_the_device_only_when_it_fits_the_budget(monkeypatch):
+    x, y = torch.zeros(100), torch.zeros(12, dtype=torch.long)  # 400 + 96 bytes
+    assert device_budget("cpu") is None and placement([x, y], "cpu") is None  # CPU: nothing moves, whatever the size
+    asked = []
+    # A GPU with 1000 bytes free of 4000: the budget is DEVICE_MEMORY_FRACTION (one half) of the free bytes.
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: asked.append(device) or (1000, 4000))
+    assert preloading.DEVICE_MEMORY_FRACTION == 0.5 and device_budget("cuda:1") == 500
+    assert asked == [torch.device("cuda:1")]
+    assert placement([x, y], "cuda:1") == torch.device("cuda:1")  # 496 bytes <= 500
+    assert placement([x, torch.zeros(13, dtype=torch.long)], "cuda:1") is None  # 504 bytes > 500: host tensors
+    assert placement([torch.zeros(125)], torch.device("cuda")) == torch.device("cuda")  # exactly the budget
+
+
+def test_a_run_with_the_data_placed_on_the_device_trains_identically(tensor_stream, monkeypatch):
+    # CPU has no device budget; granting one runs the placement path (tensors moved to the strategy's device,
+    # minibatches indexed there, no pinning) against a budget the experience does not fit (host tensors).
+    monkeypatch.setattr(preloading, "device_budget", lambda device: 1 << 40)
+    placed_state, placed = _train(tensor_stream)
+    monkeypatch.setattr(preloading, "device_budget", lambda device: 1000)  # a 600-image experience: 1.9 MB
+    host_state, host = _train(tensor_stream)
+    assert placed.devices == {torch.device("cpu")} and host.devices == {None}
+    assert all(torch.equal(placed_state[k], host_state[k]) for k in host_state)
+    # Worker processes cannot share device tensors: with workers the data stay on the host even if they fit.
+    loader = PreloadedTaskBalancedDataLoader(tensor_stream.train_stream[0].dataset.train(), batch_size=64,
+                                             num_workers=2, device="cpu")
+    assert loader.device is None
