@@ -4,7 +4,8 @@ One run of 2 permuted-MNIST experiences (1000 training images each, 6 epochs) in
 teacher are bit-identical across ranks after every experience (SHA-256 of all weights and buffers);
 the ranks replay different images; the pre-loaded loader shards every epoch as DistributedSampler
 does; every rank reports the same test accuracy over the whole test set; and that accuracy is within
-0.02 of a single-process run with the same global batch.
+0.02 of a single-process run with the same global batch. A NaN on one rank only stops both ranks, within a
+bounded time, with the same NonFiniteLossError naming the term and the iteration.
 
 The command line under ``python -m torch.distributed.run`` (torchrun), 2 processes: one results JSON
 with the world size in its config, checkpoints written once, a divergence reported once with exit code
@@ -17,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -123,6 +125,81 @@ def test_two_processes_train_in_lockstep_and_match_one_process(data_root, tmp_pa
     print(f"accuracy: 2 processes {ranks[0]['accuracy']:.4f}, 1 process {single['accuracy']:.4f}")
     assert ranks[0]["accuracy"] > 0.3, ranks[0]["accuracy"]  # chance: 0.1
     assert abs(ranks[0]["accuracy"] - single["accuracy"]) <= 0.02, (ranks[0]["accuracy"], single["accuracy"])
+
+
+# ---- a non-finite value on one rank only ----------------------------------------------------------------------
+
+NAN_ROWS, NAN_BATCH, NAN_DEADLINE_S = 128, 8, 240  # per rank: 64 rows, 8 iterations of 8 in the one epoch
+# (check interval, iteration at which rank 1 alone gets a NaN image, expected detection line)
+NAN_CASES = [
+    (4, 3, "Training stopped before its update"),  # an interval check: rank 0 has recorded nothing by then
+    (4, 5, "Detected at iteration 7 (checks every 4"),  # rank 0 goes non-finite at 6, after the averaged update
+    (100, 7, "Detected at iteration 7 (checks every 100"),  # the end-of-epoch check, rank 0 still clean
+]
+
+
+class PoisonOneRank(SupervisedPlugin, supports_distributed=True):
+    """Puts a NaN pixel into the minibatch of rank 1 only, at one iteration."""
+
+    def __init__(self, iteration):
+        super().__init__()
+        self.iteration = iteration
+
+    def before_forward(self, strategy, **kwargs):
+        from avalanche.distributed import DistributedHelper
+        if DistributedHelper.rank == 1 and strategy.clock.train_exp_iterations == self.iteration:
+            strategy.mbatch[0] = strategy.mbatch[0].clone()
+            strategy.mbatch[0][0, 0, 0, 0] = float("nan")
+
+
+def _nan_worker(rank, port, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(WORLD))
+    from avalanche.distributed import DistributedHelper
+    from avalanche_lvae import NonFiniteLossError
+    from avalanche_lvae.streams import benchmark_from_tensors
+    torch.set_num_threads(1)
+    DistributedHelper.init_distributed(random_seed=0, backend="gloo", use_cuda=False)
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.rand(NAN_ROWS, 1, 28, 28, generator=generator), torch.randint(0, 10, (NAN_ROWS,), generator=generator)
+    experience = benchmark_from_tensors([(x, y)], [(x[:8], y[:8])]).train_stream[0]
+    outcomes = []
+    try:
+        for interval, iteration, _ in NAN_CASES:
+            model = LifelongVAE(hidden_dim=32)
+            strategy = LifelongVAEStrategy(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3),
+                                           train_mb_size=NAN_BATCH, train_epochs=1,
+                                           non_finite_check_interval=interval, plugins=[PoisonOneRank(iteration)],
+                                           evaluator=EvaluationPlugin(loggers=[]))
+            try:
+                strategy.train(experience)
+                outcomes.append("trained without an error")
+            except NonFiniteLossError as error:
+                outcomes.append(str(error))
+            # written after every case, so a case that fails is seen with the ones before it
+            Path(out_dir, f"rank{rank}.json").write_text(json.dumps(outcomes))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_a_non_finite_value_on_one_rank_stops_both_with_the_same_error(tmp_path):
+    context = mp.start_processes(_nan_worker, args=(free_local_port(), str(tmp_path)), nprocs=WORLD, join=False,
+                                 start_method="spawn")
+    deadline = time.monotonic() + NAN_DEADLINE_S
+    while not context.join(timeout=max(1.0, deadline - time.monotonic())):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            raise AssertionError(f"the ranks did not finish within {NAN_DEADLINE_S}s (a rank waits for the other): "
+                                 f"{[p.name for p in context.processes if p.is_alive()]}")
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD)]
+    assert len(ranks[0]) == len(ranks[1]) == len(NAN_CASES)
+    for (interval, iteration, detection), message0, message1 in zip(NAN_CASES, *ranks):
+        # both ranks raise the same NonFiniteLossError: the term rank 1 saw, the iteration it appeared at
+        assert message0 == message1, (interval, iteration, message0, message1)
+        assert message0.startswith(f"non-finite loss at experience 0, iteration {iteration} of that experience: "
+                                   "encoder "), message0
+        assert "went non-finite" in message0 and detection in message0, message0
 
 
 # ---- the command line under torchrun -------------------------------------------------------------------------
