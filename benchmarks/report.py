@@ -167,7 +167,12 @@ def render_scaling(data: dict) -> List[str]:
              " / ".join(fmt(v, 1) for v in run["seconds_per_experience"]),
              " / ".join(fmt(v, 0) for v in run["real_samples_per_second"])] for run in data["runs"]]
     lines = [f"Command: `{data['command']}` ({data['backend']}, global batch {data['global_batch']}, "
-             f"{data['cpu_cores']} CPU cores). GPU: {data['gpu']}.", ""]
+             f"{data['cpu_cores']} CPU cores).", ""]
+    if all(run["device"] == "cpu" for run in data["runs"]):
+        lines += ["No GPU was available to run the GPU rows (dense and conv, fp32 and bf16 autocast), so none "
+                  "are reported, and none is estimated.", ""]
+    else:
+        lines[0] += f" GPU: {data['gpu']}."
     return lines + table(["model", "processes", "precision", "device", "s per experience", "real samples / s"], rows)
 
 
