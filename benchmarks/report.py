@@ -176,6 +176,27 @@ def render_scaling(data: dict) -> List[str]:
     return lines + table(["model", "processes", "precision", "device", "s per experience", "real samples / s"], rows)
 
 
+def render_conv(data: dict) -> List[str]:
+    """``benchmarks/speed.py --conv-only``: conv step time against dense, and accuracy and -ELBO of each model."""
+    conv = data["conv_vs_dense"]
+    quality = conv["permuted_mnist"]
+    rows = []
+    for name, step in conv["models"].items():
+        trained = quality["models"].get(name, {})
+        rows.append([name, str(step["parameters"]), fmt(step["seconds_per_step"] * 1e3, 0),
+                     fmt(step["ratio_to_dense"], 1), fmt(trained.get("accuracy"), 3), fmt(trained.get("neg_elbo"), 1),
+                     fmt(trained.get("train_seconds"), 0)])
+    lines = [f"Command: `{conv['command']}` ({conv['torch_threads']} thread). Step: one training step (forward, "
+             f"joint bound, backward, Adam) on {conv['batch_size']} rows, median of {conv['repeats']} rounds with "
+             "the models interleaved. Quality: `LifelongVAEStrategy` with the library's defaults on permuted MNIST, "
+             f"2 experiences of {quality['train_per_experience']} training and {quality['test_per_experience']} "
+             f"test images, {quality['epochs']} epochs, batch {quality['batch_size']}, seed {quality['seed']}; "
+             "final accuracy and -ELBO (nats per image) over both test sets. Widths whose step is more than "
+             f"{conv['quality_max_ratio']:g} times dense's are timed only (`-`).", ""]
+    return lines + table(["model", "parameters", "ms / step", "step / dense's", "final accuracy", "final -ELBO",
+                          "train s"], rows)
+
+
 def render_variants(data: dict) -> List[str]:
     """``benchmarks/defaults_ablation.py``: each default switched back, final accuracy and training time."""
     rows = [[name, fmt(result["final_avg_accuracy"], 3), fmt(result["train_seconds"], 0)]
@@ -221,6 +242,9 @@ SECTIONS: List[tuple] = [
      render_reproduction),
     ("speed.json", "Speed", "Training cost of one epoch per experience against the same model trained naively "
      "and Avalanche's GenerativeReplay, measured in lockstep in one process.", render_speed),
+    ("speed.json", "Conv architecture against dense",
+     "`LifelongVAE(arch=\"conv\", conv_width=w)` (LGM Eq. 14 at w = 32) against the dense model: cost of a "
+     "training step and quality on 2-experience permuted MNIST.", render_conv),
     ("scaling.json", "Scaling: one and two processes",
      "Data-parallel training under `torchrun` (docs/distributed.md) on the machine's CPU cores.", render_scaling),
     ("task_free.json", "Task-free: boundaries detected, not given (all training images)",
