@@ -422,6 +422,8 @@ def build_parser():
     p.add_argument("--entries", default=",".join(ENTRIES), help="comma list of entries")
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--epochs", type=positive_int, default=None, help="override every entry's epochs")
+    p.add_argument("--batch-size", type=positive_int, default=None, dest="train_mb_size",
+                   help="override every entry's training minibatch size")
     p.add_argument("--n-experiences", type=positive_int, default=None, help="override every entry's stream length")
     p.add_argument("--max-train-per-experience", type=positive_int, default=None, metavar="N")
     p.add_argument("--max-test-per-experience", type=positive_int, default=None, metavar="N")
@@ -446,7 +448,7 @@ def main(argv=None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
     overrides = dict(QUICK_OVERRIDES) if args.quick else {}
-    for key in ("epochs", "n_experiences", "max_train_per_experience", "max_test_per_experience"):
+    for key in ("epochs", "train_mb_size", "n_experiences", "max_train_per_experience", "max_test_per_experience"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     overrides.update(seed=args.seed, dataset_root=args.dataset_root, device=args.device)
