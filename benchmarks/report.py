@@ -65,30 +65,45 @@ def render_run(data: dict) -> List[str]:
     return lines + [""] + table(["strategy", "avg acc", "forgetting", "-ELBO", "FD", "row purity", "train s"], rows)
 
 
-def leaderboard_tables(files: Sequence[str], streams: Optional[Sequence[str]] = None) -> List[str]:
-    """``benchmarks/leaderboard.py`` runs: one table per stream (the entry name's suffix).
+def _protocol(entry: dict) -> tuple:
+    """(stream suffix with its length when not 5, epochs, batch) of an entry; older entries lack ``args``."""
+    args = entry.get("args", {})
+    return args.get("n_experiences", 5), args.get("epochs"), args.get("train_mb_size")
 
-    An entry of a later file replaces the same entry of an earlier one, so a
-    run of a few entries (``--entries ... --out-dir``) updates a full run.
+
+def leaderboard_tables(files: Sequence[str], streams: Optional[Sequence[str]] = None,
+                       largest_only: bool = False) -> List[str]:
+    """``benchmarks/leaderboard.py`` runs: one table per stream and protocol (stream length, epochs, batch).
+
+    An entry of a later file replaces the same entry, at the same protocol, of
+    an earlier one, so a run of a few entries (``--entries ... --out-dir``)
+    updates a full run. Entries trained at other epochs or batch sizes (GEM and
+    A-GEM keep the baselines' SGD settings) get a table of their own, so every
+    table compares strategies at the same epochs and batch. ``largest_only``
+    keeps, per stream, the table with the most entries.
     """
-    by_stream: Dict[str, Dict[str, tuple]] = {}
+    groups: Dict[tuple, Dict[str, tuple]] = {}
     for name in files:
         data = load(name)
         for entry_name, entry in data["entries"].items():
             strategy, _, stream = entry_name.rpartition("_")
-            by_stream.setdefault(stream, {})[strategy] = (entry, name, data["command"])
+            n_experiences, epochs, batch = _protocol(entry)
+            if stream == "pmnist" and n_experiences != 5:
+                stream = f"pmnist{n_experiences}"
+            groups.setdefault((stream, epochs, batch), {})[strategy] = (entry, data["command"])
     lines: List[str] = []
-    for stream in streams or sorted(by_stream):
-        if stream not in by_stream:
-            continue
-        rows, sources = [], {}
-        for strategy, (entry, name, command) in by_stream[stream].items():
-            sources.setdefault(command, len(sources) + 1)
-            rows.append([strategy, fmt(entry["final_avg_accuracy"], 3), fmt(entry["final_avg_forgetting"], 3),
-                         fmt(entry["train_seconds"], 0), str(sources[command])])
-        lines += ["", f"**{LEADERBOARD_STREAMS.get(stream, stream)}**", ""]
-        lines += table(["strategy", "final avg accuracy", "average forgetting", "train s", "run"], rows)
-        lines += [""] + [f"Run {number}: `{command}`" for command, number in sources.items()]
+    for stream in streams or sorted({key[0] for key in groups}):
+        keys = sorted((key for key in groups if key[0] == stream), key=lambda key: -len(groups[key]))
+        for key in keys[:1] if largest_only else keys:
+            rows, sources = [], {}
+            for strategy, (entry, command) in groups[key].items():
+                sources.setdefault(command, len(sources) + 1)
+                rows.append([strategy, fmt(entry["final_avg_accuracy"], 3), fmt(entry["final_avg_forgetting"], 3),
+                             fmt(entry["train_seconds"], 0), str(sources[command])])
+            protocol = f", {key[1]} epochs, batch {key[2]}" if key[1] is not None else ""
+            lines += ["", f"**{LEADERBOARD_STREAMS.get(stream, stream)}{protocol}**", ""]
+            lines += table(["strategy", "final avg accuracy", "average forgetting", "train s", "run"], rows)
+            lines += [""] + [f"Run {number}: `{command}`" for command, number in sources.items()]
     return lines[1:]
 
 
@@ -327,7 +342,7 @@ def results_document() -> str:
 
 
 def headline_table() -> str:
-    return "\n".join(leaderboard_tables(leaderboard_files(), streams=HEADLINE_STREAMS))
+    return "\n".join(leaderboard_tables(leaderboard_files(), streams=HEADLINE_STREAMS, largest_only=True))
 
 
 HEADLINE_STREAMS = ("smnist", "pmnist", "pmnist10")
