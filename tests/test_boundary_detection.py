@@ -145,7 +145,7 @@ def test_veto_when_the_student_explains_the_buffer(data_root):
     plugin = BoundaryDetectionPlugin(buffer_size=50, window=150)
     scores = plugin.score(model, x, y)
     plugin._mean, plugin._var = scores.mean(0), scores.var(0)
-    plugin._buffer = [(i, (x[i], y[i], torch.zeros((), dtype=torch.long))) for i in range(50)]
+    plugin._buffer = [(i, (x[i], y[i], torch.zeros((), dtype=torch.long)), True) for i in range(50)]
     strategy = type("Strategy", (), {"model": model})()
     plugin._decide(strategy)
     assert [d.outcome for d in plugin.detections] == ["veto"] and plugin.detections[0].buffer_z < plugin.z_threshold
@@ -153,7 +153,7 @@ def test_veto_when_the_student_explains_the_buffer(data_root):
     assert len(plugin._pending) == 50 and plugin._buffer == []
     # The same rows far above the statistics would be a new distribution.
     plugin._mean = scores.mean(0) - 10 * scores.std(0)
-    plugin._buffer = [(i, (x[i], y[i], torch.zeros((), dtype=torch.long))) for i in range(50)]
+    plugin._buffer = [(i, (x[i], y[i], torch.zeros((), dtype=torch.long)), True) for i in range(50)]
     plugin.max_distributions = 1
     plugin._decide(strategy)
     assert plugin.detections[-1].outcome == "cap" and model.discrete_dim == 1
