@@ -145,7 +145,7 @@ def test_veto_when_the_student_explains_the_buffer(data_root):
     plugin = BoundaryDetectionPlugin(buffer_size=50, window=150)
     scores = plugin.score(model, x, y)
     plugin._mean, plugin._var = scores.mean(0), scores.var(0)
-    plugin._buffer = [(i, (x[i], y[i], torch.zeros((), dtype=torch.long))) for i in range(50)]
+    plugin._buffer = [(i, (x[i], y[i], torch.zeros((), dtype=torch.long)), True) for i in range(50)]
     strategy = type("Strategy", (), {"model": model})()
     plugin._decide(strategy)
     assert [d.outcome for d in plugin.detections] == ["veto"] and plugin.detections[0].buffer_z < plugin.z_threshold
@@ -153,10 +153,54 @@ def test_veto_when_the_student_explains_the_buffer(data_root):
     assert len(plugin._pending) == 50 and plugin._buffer == []
     # The same rows far above the statistics would be a new distribution.
     plugin._mean = scores.mean(0) - 10 * scores.std(0)
-    plugin._buffer = [(i, (x[i], y[i], torch.zeros((), dtype=torch.long))) for i in range(50)]
+    plugin._buffer = [(i, (x[i], y[i], torch.zeros((), dtype=torch.long)), True) for i in range(50)]
     plugin.max_distributions = 1
     plugin._decide(strategy)
     assert plugin.detections[-1].outcome == "cap" and model.discrete_dim == 1
+
+
+class _ScoredRows(BoundaryDetectionPlugin):
+    """Scores set by the test: 100 nats for the rows in ``poor``, 0 for the others."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.poor = []
+
+    def score(self, model, x, y):
+        scores = torch.zeros(len(x), 1)
+        scores[self.poor] = 100.0
+        return scores
+
+
+def test_only_a_sustained_share_of_poor_rows_is_held_out_of_training():
+    # hold_share = buffer_size / window = 1/3. A learned distribution's few hard
+    # rows are buffered (they count towards a detection) but trained on at once;
+    # when most of a minibatch is poor, those rows leave it until the decision.
+    plugin = _ScoredRows(burn_in=BATCH, buffer_size=50, window=150)
+    rows = torch.arange(12 * BATCH, dtype=torch.float32)
+    strategy = type("Strategy", (), {"model": None})()
+
+    def iterate(poor=()):
+        first = plugin.samples_seen
+        plugin.poor = list(poor)
+        x = rows[first: first + BATCH].view(-1, 1, 1, 1)
+        strategy.mbatch = [x, x.flatten().long(), torch.zeros(BATCH, dtype=torch.long)]
+        plugin.before_training_iteration(strategy)
+        return strategy.mbatch[0].flatten().long().tolist()
+
+    iterate()  # burn-in: the statistics start
+    assert iterate(poor=[3, 7]) == list(range(BATCH, 2 * BATCH))  # 2/32 poor: the minibatch is unchanged
+    assert [index for index, _, held in plugin._buffer] == [BATCH + 3, BATCH + 7]
+    trained = iterate(poor=range(20))  # 20/32 poor: held out, the last well-explained rows fill in
+    assert len(trained) == BATCH and not set(range(2 * BATCH, 2 * BATCH + 20)) & set(trained)
+    assert len(plugin._buffer) == 22
+    released = []
+    while plugin._buffer or plugin._pending:  # the window passes without a decision
+        first = plugin.samples_seen
+        released += [row for row in iterate() if row < first]
+    # Only the 20 held rows are released into training; the two others were trained on already.
+    assert released == list(range(2 * BATCH, 2 * BATCH + 20))
+    assert plugin.detections == []
 
 
 def _task_free_script():

@@ -67,14 +67,18 @@ class BoundaryDetectionPlugin(SupervisedPlugin):
        spread of the rows within their minibatch, restarted after every swap.
     3. After ``burn_in`` rows (at the start) or ``wait`` rows (after a swap or
        a cap), a row whose largest z-score (score - m) / s exceeds
-       ``z_threshold`` is poorly explained: it is moved into the buffer, out
-       of the minibatch, whose place the last well-explained rows take (the
-       student must not learn the new data before the swap, or it would stop
-       looking new and the teacher would absorb it, as CN-DPM's short-term
-       memory keeps it from its experts); the other rows update m, s.
-       Buffered rows older than ``window`` rows are released into training,
-       so only a sustained rate of at least ``buffer_size / window`` poor
-       rows, not the tail of one distribution, fills the buffer.
+       ``z_threshold`` is poorly explained: it enters the buffer; the other
+       rows update m, s. When at least ``buffer_size / window`` of the
+       minibatch is poorly explained (the rate detection looks for), those
+       rows are also held out of the minibatch, whose place the last
+       well-explained rows take (the student must not learn the new data
+       before the swap, or it would stop looking new and the teacher would
+       absorb it, as CN-DPM's short-term memory keeps it from its experts);
+       a smaller share, a learned distribution's hard rows, is trained on at
+       once. Buffered rows older than ``window`` rows leave the buffer (held
+       ones are released into training), so only a sustained rate of at
+       least ``buffer_size / window`` poor rows, not the tail of one
+       distribution, fills the buffer.
     4. When ``buffer_size`` rows are buffered, the buffer is re-scored by the
        current student. Veto: if its median z-score is no longer above
        ``z_threshold`` the student now explains these rows as well as what it
@@ -85,8 +89,8 @@ class BoundaryDetectionPlugin(SupervisedPlugin):
        Otherwise the teacher swap runs, and the buffered rows are prepended
        to the next minibatches ``buffer_passes`` times, so the grown student
        trains on the new distribution's first rows, with the teacher's
-       replay, instead of losing them. Vetoed and capped rows are prepended
-       once.
+       replay, instead of losing them. Vetoed and capped rows that were
+       held are prepended once.
 
     Every decision is appended to ``detections`` (:class:`Detection`); row
     indices count the incoming training rows, repeated passes included.
@@ -165,7 +169,8 @@ class BoundaryDetectionPlugin(SupervisedPlugin):
         self._quiet_until = self.burn_in  # no buffering before this sample index
         self._mean: Optional[torch.Tensor] = None  # per score column
         self._var: Optional[torch.Tensor] = None
-        self._buffer: List[tuple] = []  # (row index, (x, y, t)) per poorly explained row
+        self._buffer: List[tuple] = []  # (row index, (x, y, t), held out of training) per poorly explained row
+        self.hold_share = self.buffer_size / self.window  # the poor share that detection looks for
         self._pending: List[tuple] = []  # (x, y, t) rows to prepend to the next minibatches
         self._recent: Optional[List[torch.Tensor]] = None  # the last well-explained rows
 
@@ -233,14 +238,19 @@ class BoundaryDetectionPlugin(SupervisedPlugin):
         self._var = (1 - rate) * self._var + rate * var
 
     def _hold(self, strategy, first_index: int, poor: torch.Tensor) -> None:
-        """Move the poorly explained rows into the buffer; rows of the recent past take their place."""
+        """Buffer the poorly explained rows; hold them out of the minibatch when they are a sustained share of it."""
         batch = strategy.mbatch
+        # A new distribution makes most of a minibatch poor; a learned one's
+        # own hard rows come a few per minibatch and are trained on at once
+        # (holding them back too cost split-MNIST accuracy, docs/task_free.md).
+        held = float(poor.float().mean()) >= self.hold_share
         for row in torch.nonzero(poor).flatten().tolist():
-            self._buffer.append((first_index + row, tuple(part[row] for part in batch)))
+            self._buffer.append((first_index + row, tuple(part[row] for part in batch), held))
         oldest = self.samples_seen - self.window
-        self._pending += [rows for index, rows in self._buffer if index < oldest]  # released, not lost
+        # Held rows are released into training, not lost; the others were trained on already.
+        self._pending += [rows for index, rows, was_held in self._buffer if index < oldest and was_held]
         self._buffer = [item for item in self._buffer if item[0] >= oldest]
-        if poor.any():
+        if held:
             # The student must not learn the new data before the swap (it would
             # stop looking new, and the teacher would absorb it): the minibatch
             # keeps its size with the last well-explained rows seen.
@@ -256,7 +266,7 @@ class BoundaryDetectionPlugin(SupervisedPlugin):
             self._recent = [torch.cat([old, part.detach()])[-size:] for old, part in zip(self._recent, batch)]
 
     def _decide(self, strategy) -> None:
-        x, y = (torch.stack([rows[i] for _, rows in self._buffer]) for i in (0, 1))
+        x, y = (torch.stack([rows[i] for _, rows, _ in self._buffer]) for i in (0, 1))
         buffer_z = float(self.z_scores(self.score(strategy.model, x, y)).median())
         if buffer_z <= self.z_threshold:
             outcome = "veto"
@@ -269,8 +279,12 @@ class BoundaryDetectionPlugin(SupervisedPlugin):
             self._mean, self._var = None, None  # a new distribution: its statistics start afresh
         if outcome != "veto":
             self._quiet_until = self.samples_seen + self.wait
-        # Trained on: buffer_passes times by the grown student, once if vetoed or capped.
-        self._pending += [rows for _, rows in self._buffer] * (self.buffer_passes if outcome == "swap" else 1)
+        # Trained on: buffer_passes times by the grown student; if vetoed or
+        # capped, the held rows once (the others were trained on already).
+        if outcome == "swap":
+            self._pending += [rows for _, rows, _ in self._buffer] * self.buffer_passes
+        else:
+            self._pending += [rows for _, rows, held in self._buffer if held]
         self.detections.append(
             Detection(self.samples_seen, self._buffer[0][0], buffer_z, outcome, self.distributions)
         )
