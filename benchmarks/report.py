@@ -66,14 +66,14 @@ def render_run(data: dict) -> List[str]:
 
 
 def _protocol(entry: dict) -> tuple:
-    """(stream suffix with its length when not 5, epochs, batch) of an entry; older entries lack ``args``."""
+    """(stream length, epochs, batch, seed) of an entry; older entries lack ``args``."""
     args = entry.get("args", {})
-    return args.get("n_experiences", 5), args.get("epochs"), args.get("train_mb_size")
+    return args.get("n_experiences", 5), args.get("epochs"), args.get("train_mb_size"), args.get("seed", 0)
 
 
 def leaderboard_tables(files: Sequence[str], streams: Optional[Sequence[str]] = None,
                        largest_only: bool = False) -> List[str]:
-    """``benchmarks/leaderboard.py`` runs: one table per stream and protocol (stream length, epochs, batch).
+    """``benchmarks/leaderboard.py`` runs: one table per stream and protocol (stream length, epochs, batch, seed).
 
     An entry of a later file replaces the same entry, at the same protocol, of
     an earlier one, so a run of a few entries (``--entries ... --out-dir``)
@@ -87,13 +87,13 @@ def leaderboard_tables(files: Sequence[str], streams: Optional[Sequence[str]] = 
         data = load(name)
         for entry_name, entry in data["entries"].items():
             strategy, _, stream = entry_name.rpartition("_")
-            n_experiences, epochs, batch = _protocol(entry)
+            n_experiences, epochs, batch, seed = _protocol(entry)
             if stream == "pmnist" and n_experiences != 5:
                 stream = f"pmnist{n_experiences}"
-            groups.setdefault((stream, epochs, batch), {})[strategy] = (entry, data["command"])
+            groups.setdefault((stream, epochs, batch, seed), {})[strategy] = (entry, data["command"])
     lines: List[str] = []
     for stream in streams or sorted({key[0] for key in groups}):
-        keys = sorted((key for key in groups if key[0] == stream), key=lambda key: -len(groups[key]))
+        keys = sorted((key for key in groups if key[0] == stream), key=lambda key: (-len(groups[key]), key[3]))
         for key in keys[:1] if largest_only else keys:
             rows, sources = [], {}
             for strategy, (entry, command) in groups[key].items():
@@ -101,6 +101,7 @@ def leaderboard_tables(files: Sequence[str], streams: Optional[Sequence[str]] = 
                 rows.append([strategy, fmt(entry["final_avg_accuracy"], 3), fmt(entry["final_avg_forgetting"], 3),
                              fmt(entry["train_seconds"], 0), str(sources[command])])
             protocol = f", {key[1]} epochs, batch {key[2]}" if key[1] is not None else ""
+            protocol += f", seed {key[3]}" if key[3] else ""
             lines += ["", f"**{LEADERBOARD_STREAMS.get(stream, stream)}{protocol}**", ""]
             lines += table(["strategy", "final avg accuracy", "average forgetting", "train s", "run"], rows)
             lines += [""] + [f"Run {number}: `{command}`" for command, number in sources.items()]
