@@ -340,6 +340,22 @@ def lvae_defaults_pmnist(override_args=None):
 
 
 @entry
+def lvae_large_pmnist(override_args=None):
+    """Replay-through-feedback's scale for permuted MNIST on the library's defaults: ``LifelongVAE(hidden_dim=1000)``
+    (RtF's 2 x 1000 layers), every real image every epoch (``replay_mixing="loss_weights"``, a replayed batch as
+    large as the real one) and classification weight 100."""
+    from avalanche_lvae import LifelongVAE, LifelongVAEStrategy
+
+    args = create_default_args(dict(_ADAM_MLP), override_args)
+    set_seed(args.seed)
+    model = LifelongVAE(hidden_dim=1000)
+    strategy = LifelongVAEStrategy(model=model, optimizer=Adam(model.parameters(), lr=args.learning_rate),
+                                   replay_mixing="loss_weights", classification_weight=100.0,
+                                   **_strategy_kwargs(args))
+    return train_and_evaluate(strategy, _pmnist(args), args)
+
+
+@entry
 def lvae_naive_pmnist(override_args=None):
     """``LVAENaive`` on the model of ``lvae_defaults_pmnist``: its training time is the lifelong model's reference."""
     args = create_default_args(dict(_ADAM_MLP), override_args)
