@@ -3,30 +3,37 @@
 Shaped like ContinualAI/continual-learning-baselines (``experiments/permuted_mnist/*.py``):
 each entry is a function ``<strategy>_<benchmark>(override_args=None)`` that
 builds its hyperparameters in one dict (merged with ``override_args`` by
-:func:`create_default_args`), calls :func:`set_seed`, trains on the stream
-experience by experience, evaluates on the test sets seen so far after each
-one, and returns the results of the last evaluation.
+``create_default_args``), calls ``set_seed``, trains on the stream experience by
+experience, evaluates on the test sets seen so far after each one, and returns
+the results of the last evaluation. The entries and their hyperparameters are
+here; the streams, strategy builders and training loop they share are in
+``leaderboard_common.py`` beside this file.
 
-Common to every ``*_pmnist`` entry: the same stream,
-``avalanche_lvae.streams.permuted_mnist`` (MNIST then 4 fixed permutations of
-stream seed 0, pixels in [0, 1], all 60k / 10k images), one 10-way head, and
-for Avalanche's strategies ``SimpleMLP(hidden_size=512, hidden_layers=2)``
-with cross-entropy. Adam lr 1e-3, batch 256, 3 epochs
-unless the entry's dict says otherwise: GEM and A-GEM use the baselines'
-settings (SGD lr 0.1, batch 10, 1 epoch, no dropout; GEM trains on the first
-1000 images of each experience, as the baselines' ``GEM_reduced`` and the GEM
-paper). ``lvae_pmnist`` is ``LifelongVAEStrategy`` over
-``LifelongVAE(discrete_dim=1)`` (hidden 512, 2 layers, as the MLP);
-``lvae_sfmnist`` the same on split FashionMNIST (10 experiences of one class).
-``lvae_defaults_pmnist`` is ``LifelongVAEStrategy(model=LifelongVAE(), optimizer=Adam)``
-with nothing else (the library's defaults) and ``lvae_naive_pmnist`` the same model
-and criterion under ``LVAENaive``, the reference of its training time. The
-``*_smnist`` entries run on class-incremental split MNIST
-(``avalanche_lvae.streams.split_mnist``, 5 experiences x 2 classes), every one
-at 5 epochs, batch 128, Adam lr 1e-3: Avalanche's Naive, EWC, LwF,
-GenerativeReplay and Cumulative on the MLP, ``lvae_smnist`` with the library's
-defaults and ``lvae_naive_smnist``. Permuted MNIST with 10 experiences is
-``--n-experiences 10`` on the ``*_pmnist`` entries.
+The ``*_pmnist`` entries share the stream ``avalanche_lvae.streams.permuted_mnist``
+(MNIST then 4 fixed permutations of stream seed 0, pixels in [0, 1], all
+60k / 10k images) and one 10-way head; Avalanche's strategies run on
+``SimpleMLP(hidden_size=512, hidden_layers=2)`` with cross-entropy. Protocol
+by default: Adam lr 1e-3, batch 256, 3 epochs, except GEM and A-GEM with the
+baselines' settings (SGD lr 0.1, batch 10, 1 epoch, no dropout; GEM on the
+first 1000 images of each experience, as the baselines' ``GEM_reduced`` and
+the GEM paper). ``--epochs`` and ``--batch-size`` override every entry: the
+runs in ``benchmarks/results/leaderboard_pmnist_e5*/`` are ``--epochs 5
+--batch-size 128``, the library's default protocol. ``--n-experiences 10``
+gives 10-task permuted MNIST.
+
+The lifelong VAE's entries: ``lvae_pmnist``, ``LifelongVAEStrategy`` over
+``LifelongVAE(discrete_dim=1)`` (hidden 512, 2 layers, as the MLP) with the
+papers' regularisers; ``lvae_defaults_pmnist``, the library's defaults
+(``LifelongVAEStrategy(model=LifelongVAE(), optimizer=Adam)``, nothing else);
+``lvae_large_pmnist``, replay-through-feedback's scale (hidden 1000,
+loss-weight mixing, classification weight 100); ``lvae_naive_pmnist``, the
+defaults' model and criterion under ``LVAENaive``, the reference of its
+training time; ``lvae_sfmnist``, ``lvae_pmnist``'s model on split
+FashionMNIST (10 experiences of one class). The ``*_smnist`` entries run on
+class-incremental split MNIST (``avalanche_lvae.streams.split_mnist``, 5
+experiences x 2 classes) at 5 epochs, batch 128, Adam lr 1e-3: Avalanche's
+Naive, EWC, LwF, GenerativeReplay and Cumulative on the MLP, ``lvae_smnist``
+with the library's defaults and ``lvae_naive_smnist``.
 ``gem_pmnist`` needs the ``quadprog`` QP solver (``pip install quadprog``).
 EWC's and SI's lambdas come from small sweeps (in their docstrings); SI runs
 with a fix for Avalanche 0.6, whose SI learns nothing on CPU
@@ -51,25 +58,33 @@ import os
 import sys
 import time
 import warnings
-from types import SimpleNamespace
 
-import torch
-from torch.nn import CrossEntropyLoss
 from torch.optim import SGD, Adam
 
 from avalanche_lvae.avalanche_fixes import synaptic_intelligence_weight_copies
 from avalanche_lvae.experiments.arguments import OneLineErrorParser, non_negative_int, positive_int
 from avalanche_lvae.experiments.reproduction import STREAM_SEED, command_line
 from avalanche_lvae.experiments.results import write_json_atomic
-from avalanche_lvae.experiments.runner import ACC_STREAM, FORGETTING, metric_value
-from avalanche_lvae.experiments.strategies import quiet_generator_strategy
 
-DEFAULT_OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_OUT_DIR = os.path.join(HERE, "results")
+
+
+def import_sibling(name: str):
+    """Import ``benchmarks/<name>.py`` by its path. ``benchmarks/`` is not a package and this file is both run as
+    a script and loaded by path (the tests), so a plain ``import`` would find the sibling only in the first case."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(HERE, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+common = import_sibling("leaderboard_common")
+# The baselines' vocabulary (continual-learning-baselines' experiments/utils.py), used by every entry.
+create_default_args, set_seed = common.create_default_args, common.set_seed
+train_and_evaluate = common.train_and_evaluate
 
 ENTRIES = {}
-# Shared by every entry; an entry's dict may override them, override_args may override anything.
-_BASE_ARGS = dict(seed=0, n_experiences=5, max_train_per_experience=None, max_test_per_experience=None,
-                  dataset_root=None, device="cpu", eval_mb_size=1024)
 _ADAM_MLP = dict(epochs=3, learning_rate=1e-3, train_mb_size=256, drop_rate=0.5)  # SimpleMLP's default dropout
 # LifelongVAEStrategy with the papers' equations as written (CCL-GM Eq. 4 + LGM Eq. 10).
 _LVAE_PAPER = dict(epochs=3, learning_rate=1e-3, train_mb_size=256, hidden_dim=512, consistency_weight=1.0,
@@ -86,135 +101,6 @@ def entry(function):
     return function
 
 
-def set_seed(seed: int) -> None:
-    """Seed torch, numpy and random (Avalanche's ``RNGManager``), as the baselines' ``set_seed``."""
-    from avalanche.training.determinism.rng_manager import RNGManager
-
-    RNGManager.set_random_seeds(seed)
-
-
-def create_default_args(args_dict: dict, override_args=None) -> SimpleNamespace:
-    """``_BASE_ARGS``, then ``args_dict``, then ``override_args``; an override of an unknown key is an error."""
-    args = dict(_BASE_ARGS, **args_dict)
-    unknown = sorted(set(override_args or {}) - set(args))
-    if unknown:
-        raise ValueError(f"unknown hyperparameter(s) {', '.join(unknown)}; known: {', '.join(sorted(args))}")
-    args.update(override_args or {})
-    return SimpleNamespace(**args)
-
-
-# --------------------------------------------------------------------------- shared pieces
-def _pmnist(args):
-    from avalanche_lvae.streams import permuted_mnist
-
-    return permuted_mnist(n_experiences=args.n_experiences, seed=STREAM_SEED,
-                          dataset_root=args.dataset_root, max_train_per_experience=args.max_train_per_experience,
-                          max_test_per_experience=args.max_test_per_experience)
-
-
-def _mlp(args):
-    from avalanche.models import SimpleMLP
-
-    return SimpleMLP(num_classes=10, input_size=28 * 28, hidden_size=512, hidden_layers=2, drop_rate=args.drop_rate)
-
-
-def _strategy_kwargs(args) -> dict:
-    """Minibatch sizes, epochs, device and a quiet evaluator with accuracy and forgetting."""
-    from avalanche.evaluation.metrics import accuracy_metrics, forgetting_metrics
-    from avalanche.training.plugins import EvaluationPlugin
-
-    evaluator = EvaluationPlugin(accuracy_metrics(experience=True, stream=True),
-                                 forgetting_metrics(experience=True, stream=True), loggers=[])
-    return dict(train_mb_size=args.train_mb_size, train_epochs=args.epochs, eval_mb_size=args.eval_mb_size,
-                device=torch.device(args.device), evaluator=evaluator)
-
-
-def _mlp_strategy(cls, args, optimizer=Adam, **strategy_args):
-    """Avalanche strategy ``cls`` over the leaderboard's ``SimpleMLP`` with cross-entropy."""
-    model = _mlp(args)
-    return cls(model=model, optimizer=optimizer(model.parameters(), lr=args.learning_rate),
-               criterion=CrossEntropyLoss(), **strategy_args, **_strategy_kwargs(args))
-
-
-def _smnist(args):
-    from avalanche_lvae.streams import split_mnist
-
-    return split_mnist(n_experiences=args.n_experiences, seed=STREAM_SEED, dataset_root=args.dataset_root,
-                       max_train_per_experience=args.max_train_per_experience,
-                       max_test_per_experience=args.max_test_per_experience)
-
-
-def _lvae_default_strategy(args):
-    """``LifelongVAEStrategy(model=LifelongVAE(), optimizer=Adam)``: the library's defaults, nothing else."""
-    from avalanche_lvae import LifelongVAE, LifelongVAEStrategy
-
-    model = LifelongVAE()
-    return LifelongVAEStrategy(model=model, optimizer=Adam(model.parameters(), lr=args.learning_rate),
-                               **_strategy_kwargs(args))
-
-
-def _lvae_naive_strategy(args):
-    """The same model and criterion as :func:`_lvae_default_strategy` under Avalanche's ``Naive``: the
-    reference of the lifelong model's training time (no teacher, no replay, no regulariser)."""
-    from avalanche_lvae import JointBoundLoss, LifelongVAE, LifelongVAEStrategy, LVAENaive
-
-    model = LifelongVAE(discrete_dim=args.n_experiences)
-    return LVAENaive(model=model, optimizer=Adam(model.parameters(), lr=args.learning_rate),
-                     criterion=JointBoundLoss(LifelongVAEStrategy.DEFAULT_CLASSIFICATION_WEIGHT),
-                     **_strategy_kwargs(args))
-
-
-def _lvae_strategy(args):
-    from avalanche_lvae import LifelongVAE, LifelongVAEStrategy
-
-    from avalanche_lvae import JointBoundLoss
-    from avalanche_lvae.presets import PAPER_MODEL, PAPER_STRATEGY
-
-    # The classifier on z and undistilled replay labels, as when these entries were measured.
-    model = LifelongVAE(discrete_dim=1, hidden_dim=args.hidden_dim, **PAPER_MODEL)
-    return LifelongVAEStrategy(model=model, optimizer=Adam(model.parameters(), lr=args.learning_rate),
-                               criterion=JointBoundLoss(classification_weight=args.classification_weight),
-                               consistency_weight=args.consistency_weight, info_weight=args.info_weight,
-                               continuous_consistency_weight=args.continuous_consistency_weight,
-                               replay_label_source=args.replay_label_source,
-                               distillation_temperature=PAPER_STRATEGY["distillation_temperature"],
-                               # leaderboard.md was measured with loss weights (every real image every epoch)
-                               replay_mixing="loss_weights", **_strategy_kwargs(args))
-
-
-def train_and_evaluate(strategy, benchmark, args) -> dict:
-    """Train on each experience, then evaluate on the test sets seen so far; the last evaluation's results.
-
-    Returns ``final_avg_accuracy`` (``Top1_Acc_Stream`` over all test sets),
-    ``final_avg_forgetting`` (``StreamForgetting``), ``train_seconds`` (inside
-    ``strategy.train`` only), ``args`` and ``metrics`` (every value of the last eval).
-    """
-    train_seconds = 0.0
-    for i, experience in enumerate(benchmark.train_stream):
-        started = time.perf_counter()
-        strategy.train(experience)
-        train_seconds += time.perf_counter() - started
-        metrics = strategy.eval(benchmark.test_stream[: i + 1])
-    return dict(final_avg_accuracy=metric_value(metrics, ACC_STREAM),
-                final_avg_forgetting=metric_value(metrics, FORGETTING),
-                train_seconds=train_seconds, args=vars(args),
-                metrics={k: float(v) for k, v in metrics.items()})
-
-
-def _require_quadprog() -> None:
-    if importlib.util.find_spec("quadprog") is None:
-        raise ModuleNotFoundError("gem_pmnist needs the QP solver quadprog (GEM's qpsolvers backend): "
-                                  "pip install quadprog")
-
-
-def _generative_replay(args):
-    """Avalanche's ``GenerativeReplay`` over the MLP with its default generator, built quiet as in the examples."""
-    from avalanche.training import GenerativeReplay
-
-    generator = quiet_generator_strategy(args.train_mb_size, args.epochs, torch.device(args.device))
-    return _mlp_strategy(GenerativeReplay, args, generator_strategy=generator)
-
-
 # --------------------------------------------------------------------------- entries
 @entry
 def naive_pmnist(override_args=None):
@@ -223,7 +109,7 @@ def naive_pmnist(override_args=None):
 
     args = create_default_args(dict(_ADAM_MLP), override_args)
     set_seed(args.seed)
-    return train_and_evaluate(_mlp_strategy(Naive, args), _pmnist(args), args)
+    return train_and_evaluate(common.mlp_strategy(Naive, args), common.pmnist(args), args)
 
 
 @entry
@@ -240,8 +126,8 @@ def ewc_pmnist(override_args=None):
 
     args = create_default_args(dict(_ADAM_MLP, drop_rate=0.0, ewc_lambda=1e4, ewc_mode="separate"), override_args)
     set_seed(args.seed)
-    strategy = _mlp_strategy(EWC, args, ewc_lambda=args.ewc_lambda, mode=args.ewc_mode)
-    return train_and_evaluate(strategy, _pmnist(args), args)
+    strategy = common.mlp_strategy(EWC, args, ewc_lambda=args.ewc_lambda, mode=args.ewc_mode)
+    return train_and_evaluate(strategy, common.pmnist(args), args)
 
 
 @entry
@@ -257,9 +143,9 @@ def si_pmnist(override_args=None):
 
     args = create_default_args(dict(_ADAM_MLP, si_lambda=1e3, si_eps=0.1), override_args)
     set_seed(args.seed)
-    strategy = _mlp_strategy(SynapticIntelligence, args, si_lambda=args.si_lambda, eps=args.si_eps)
+    strategy = common.mlp_strategy(SynapticIntelligence, args, si_lambda=args.si_lambda, eps=args.si_eps)
     with synaptic_intelligence_weight_copies():
-        return train_and_evaluate(strategy, _pmnist(args), args)
+        return train_and_evaluate(strategy, common.pmnist(args), args)
 
 
 @entry
@@ -269,8 +155,8 @@ def lwf_pmnist(override_args=None):
 
     args = create_default_args(dict(_ADAM_MLP, lwf_alpha=1.0, lwf_temperature=1.0), override_args)
     set_seed(args.seed)
-    strategy = _mlp_strategy(LwF, args, alpha=args.lwf_alpha, temperature=args.lwf_temperature)
-    return train_and_evaluate(strategy, _pmnist(args), args)
+    strategy = common.mlp_strategy(LwF, args, alpha=args.lwf_alpha, temperature=args.lwf_temperature)
+    return train_and_evaluate(strategy, common.pmnist(args), args)
 
 
 @entry
@@ -278,14 +164,14 @@ def gem_pmnist(override_args=None):
     """Avalanche's ``GEM`` with the baselines' settings (1000 training images per experience, SGD, batch 10)."""
     from avalanche.training import GEM
 
-    _require_quadprog()
+    common.require_quadprog()
     args = create_default_args(dict(epochs=1, learning_rate=0.1, train_mb_size=10, drop_rate=0.0,
                                     patterns_per_exp=1000, memory_strength=0.5, max_train_per_experience=1000),
                                override_args)
     set_seed(args.seed)
-    strategy = _mlp_strategy(GEM, args, optimizer=SGD, patterns_per_exp=args.patterns_per_exp,
-                             memory_strength=args.memory_strength)
-    return train_and_evaluate(strategy, _pmnist(args), args)
+    strategy = common.mlp_strategy(GEM, args, optimizer=SGD, patterns_per_exp=args.patterns_per_exp,
+                                   memory_strength=args.memory_strength)
+    return train_and_evaluate(strategy, common.pmnist(args), args)
 
 
 @entry
@@ -296,9 +182,9 @@ def agem_pmnist(override_args=None):
     args = create_default_args(dict(epochs=1, learning_rate=0.1, train_mb_size=10, drop_rate=0.0,
                                     patterns_per_exp=250, sample_size=256), override_args)
     set_seed(args.seed)
-    strategy = _mlp_strategy(AGEM, args, optimizer=SGD, patterns_per_exp=args.patterns_per_exp,
-                             sample_size=args.sample_size)
-    return train_and_evaluate(strategy, _pmnist(args), args)
+    strategy = common.mlp_strategy(AGEM, args, optimizer=SGD, patterns_per_exp=args.patterns_per_exp,
+                                   sample_size=args.sample_size)
+    return train_and_evaluate(strategy, common.pmnist(args), args)
 
 
 @entry
@@ -306,7 +192,7 @@ def generative_replay_pmnist(override_args=None):
     """Avalanche's ``GenerativeReplay`` with its default generator (``MlpVAE``), built quiet as in the examples."""
     args = create_default_args(dict(_ADAM_MLP), override_args)
     set_seed(args.seed)
-    return train_and_evaluate(_generative_replay(args), _pmnist(args), args)
+    return train_and_evaluate(common.generative_replay_strategy(args), common.pmnist(args), args)
 
 
 @entry
@@ -316,7 +202,7 @@ def cumulative_pmnist(override_args=None):
 
     args = create_default_args(dict(_ADAM_MLP), override_args)
     set_seed(args.seed)
-    return train_and_evaluate(_mlp_strategy(Cumulative, args), _pmnist(args), args)
+    return train_and_evaluate(common.mlp_strategy(Cumulative, args), common.pmnist(args), args)
 
 
 @entry
@@ -327,7 +213,7 @@ def lvae_pmnist(override_args=None):
     args = create_default_args(dict(_LVAE_PAPER, classification_weight=20.0, continuous_consistency_weight=1.0,
                                     replay_label_source="posterior"), override_args)
     set_seed(args.seed)
-    return train_and_evaluate(_lvae_strategy(args), _pmnist(args), args)
+    return train_and_evaluate(common.lvae_paper_strategy(args), common.pmnist(args), args)
 
 
 @entry
@@ -336,7 +222,7 @@ def lvae_defaults_pmnist(override_args=None):
     at the Avalanche entries' epochs and batch."""
     args = create_default_args(dict(_ADAM_MLP), override_args)
     set_seed(args.seed)
-    return train_and_evaluate(_lvae_default_strategy(args), _pmnist(args), args)
+    return train_and_evaluate(common.lvae_default_strategy(args), common.pmnist(args), args)
 
 
 @entry
@@ -351,8 +237,8 @@ def lvae_large_pmnist(override_args=None):
     model = LifelongVAE(hidden_dim=1000)
     strategy = LifelongVAEStrategy(model=model, optimizer=Adam(model.parameters(), lr=args.learning_rate),
                                    replay_mixing="loss_weights", classification_weight=100.0,
-                                   **_strategy_kwargs(args))
-    return train_and_evaluate(strategy, _pmnist(args), args)
+                                   **common.strategy_kwargs(args))
+    return train_and_evaluate(strategy, common.pmnist(args), args)
 
 
 @entry
@@ -360,7 +246,7 @@ def lvae_naive_pmnist(override_args=None):
     """``LVAENaive`` on the model of ``lvae_defaults_pmnist``: its training time is the lifelong model's reference."""
     args = create_default_args(dict(_ADAM_MLP), override_args)
     set_seed(args.seed)
-    return train_and_evaluate(_lvae_naive_strategy(args), _pmnist(args), args)
+    return train_and_evaluate(common.lvae_naive_strategy(args), common.pmnist(args), args)
 
 
 def _smnist_entry(build, args_dict=None):
@@ -369,7 +255,7 @@ def _smnist_entry(build, args_dict=None):
     def run(override_args=None):
         args = create_default_args({**_SMNIST, "drop_rate": 0.5, **(args_dict or {})}, override_args)
         set_seed(args.seed)
-        return train_and_evaluate(build(args), _smnist(args), args)
+        return train_and_evaluate(build(args), common.smnist(args), args)
 
     return run
 
@@ -380,8 +266,8 @@ def _mlp_entry(strategy_name, **strategy_args):
     def build(args):
         import avalanche.training as training
 
-        return _mlp_strategy(getattr(training, strategy_name), args,
-                             **{key: getattr(args, value) for key, value in strategy_args.items()})
+        return common.mlp_strategy(getattr(training, strategy_name), args,
+                                   **{key: getattr(args, value) for key, value in strategy_args.items()})
 
     return build
 
@@ -394,10 +280,10 @@ for _name, _build, _extra in [
      dict(drop_rate=0.0, ewc_lambda=1e4, ewc_mode="separate")),
     ("lwf_smnist", _mlp_entry("LwF", alpha="lwf_alpha", temperature="lwf_temperature"),
      dict(lwf_alpha=1.0, lwf_temperature=1.0)),
-    ("generative_replay_smnist", _generative_replay, {}),
+    ("generative_replay_smnist", common.generative_replay_strategy, {}),
     ("cumulative_smnist", _mlp_entry("Cumulative"), {}),
-    ("lvae_smnist", _lvae_default_strategy, {}),
-    ("lvae_naive_smnist", _lvae_naive_strategy, {}),
+    ("lvae_smnist", common.lvae_default_strategy, {}),
+    ("lvae_naive_smnist", common.lvae_naive_strategy, {}),
 ]:
     ENTRIES[_name] = _smnist_entry(_build, _extra)
     ENTRIES[_name].__name__ = _name
@@ -413,24 +299,10 @@ def lvae_sfmnist(override_args=None):
     benchmark = split_fmnist(n_experiences=args.n_experiences, seed=STREAM_SEED,
                              dataset_root=args.dataset_root, max_train_per_experience=args.max_train_per_experience,
                              max_test_per_experience=args.max_test_per_experience)
-    return train_and_evaluate(_lvae_strategy(args), benchmark, args)
+    return train_and_evaluate(common.lvae_paper_strategy(args), benchmark, args)
 
 
 # --------------------------------------------------------------------------- command line
-def format_markdown(results: dict, command: str) -> str:
-    """The leaderboard table in markdown, one row per entry, in run order."""
-    lines = ["# Leaderboard", "",
-             "Permuted MNIST (5 experiences, all 10 digits each; `lvae_sfmnist`: split FashionMNIST, 10 classes;",
-             "`*_smnist`: split MNIST, class-incremental, 5 experiences x 2 classes),",
-             "evaluated on every test set after the last experience; hyperparameters in `benchmarks/leaderboard.py`.",
-             "", f"`{command}`", "",
-             "| entry | final avg accuracy | average forgetting | train s |", "|---|---|---|---|"]
-    for name, r in results.items():
-        lines.append(f"| {name} | {r['final_avg_accuracy']:.4f} | {r['final_avg_forgetting']:.4f} "
-                     f"| {r['train_seconds']:.2f} |")
-    return "\n".join(lines) + "\n"
-
-
 def build_parser():
     p = OneLineErrorParser(prog="leaderboard.py", description=__doc__.splitlines()[0],
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -472,7 +344,7 @@ def main(argv=None) -> int:
     results, started = {}, time.perf_counter()
     try:
         if "gem_pmnist" in names:
-            _require_quadprog()  # before hours of other entries, not after
+            common.require_quadprog()  # before hours of other entries, not after
         for name in names:
             results[name] = ENTRIES[name](overrides)
             r = results[name]
@@ -481,7 +353,7 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, ModuleNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    table = format_markdown(results, command)
+    table = common.format_markdown(results, command)
     print("\n" + table)
     stem = os.path.join(args.out_dir, "leaderboard" + ("_quick" if args.quick else ""))
     os.makedirs(args.out_dir, exist_ok=True)

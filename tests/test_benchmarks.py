@@ -213,10 +213,10 @@ def test_leaderboard_makes_avalanche_si_learn_importances_on_cpu(data_root):
     leaderboard = load("leaderboard")
     args = leaderboard.create_default_args(dict(leaderboard._ADAM_MLP), dict(
         n_experiences=1, max_train_per_experience=64, max_test_per_experience=8, train_mb_size=16))
-    experience = leaderboard._pmnist(args).train_stream[0]
+    experience = leaderboard.common.pmnist(args).train_stream[0]
 
     def total_importance(fixed: bool) -> float:
-        strategy = leaderboard._mlp_strategy(SynapticIntelligence, args, si_lambda=1.0, eps=0.1)
+        strategy = leaderboard.common.mlp_strategy(SynapticIntelligence, args, si_lambda=1.0, eps=0.1)
         plugin = next(p for p in strategy.plugins if isinstance(p, SynapticIntelligencePlugin))
         with synaptic_intelligence_weight_copies() if fixed else contextlib.nullcontext():
             strategy.train(experience)
