@@ -80,7 +80,7 @@ def leaderboard_tables(files: Sequence[str], streams: Optional[Sequence[str]] = 
     updates a full run. Entries trained at other epochs or batch sizes (GEM and
     A-GEM keep the baselines' SGD settings) get a table of their own, so every
     table compares strategies at the same epochs and batch. ``largest_only``
-    keeps, per stream, the table with the most entries.
+    keeps, per stream, the table with the most entries (of seed 0; the newest run on a tie).
     """
     groups: Dict[tuple, Dict[str, tuple]] = {}
     for name in files:
@@ -93,7 +93,9 @@ def leaderboard_tables(files: Sequence[str], streams: Optional[Sequence[str]] = 
             groups.setdefault((stream, epochs, batch, seed), {})[strategy] = (entry, data["command"])
     lines: List[str] = []
     for stream in streams or sorted({key[0] for key in groups}):
-        keys = sorted((key for key in groups if key[0] == stream), key=lambda key: (-len(groups[key]), key[3]))
+        order = {key: i for i, key in enumerate(groups)}  # a later run breaks a tie: the newest protocol
+        keys = sorted((key for key in groups if key[0] == stream),
+                      key=lambda key: (-len(groups[key]), key[3], -order[key]))
         for key in keys[:1] if largest_only else keys:
             rows, sources = [], {}
             for strategy, (entry, command) in groups[key].items():
