@@ -39,11 +39,11 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
     loss metrics and every logger work unchanged.
 
     The defaults are the configuration measured best for continual
-    classification on split and permuted MNIST (docs/results.md):
-    with ``LifelongVAE()``'s classifier on the encoder's features, replay
-    labelled by the teacher's test-time classifier and distilled at
-    temperature 2, classification weight 10, LGM Sec. 4's batch composition
-    and no L_I. The papers' equations are
+    classification on split and permuted MNIST while keeping generation
+    (docs/results.md): with ``LifelongVAE()``'s classifier on the encoder's
+    features, replay labelled by the teacher's test-time classifier and
+    distilled at temperature 2, classification weight 10, the consistency
+    KL on z_c as well as on z_d, LGM Sec. 4's batch composition and no L_I. The papers' equations are
     ``LifelongVAE(**PAPER_MODEL)`` with ``LifelongVAEStrategy(..., **PAPER_STRATEGY)``
     (:mod:`avalanche_lvae.presets`).
 
@@ -97,7 +97,10 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
         info_samples: prior samples per iteration for L_I (default ``train_mb_size // 4``).
         reverse_kl: reverse (default) or forward consistency KL.
         continuous_consistency_weight: weight of the Gaussian consistency KL on
-            z_c (LGM Eq. 11; default 0, as in Eq. 10).
+            z_c (LGM Eq. 11; default 1; Eq. 10 has none, 0 switches it off).
+            It keeps the student's continuous latent where the teacher's
+            was, so the samples of past distributions stay sharp
+            (docs/method.md, D18).
         component_prior: how a generated row of distribution j draws z_c:
             ``"standard"`` (default, the papers: N(0, I)) or ``"fitted"``
             (a Gaussian fitted to the encoder's z_c for j after each experience,
@@ -140,7 +143,7 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
         grow_discrete: bool = True,
         info_samples: Optional[int] = None,
         reverse_kl: bool = True,
-        continuous_consistency_weight: float = 0.0,
+        continuous_consistency_weight: float = 1.0,
         component_prior: str = "standard",
         boundaries="given",
         plugins: Optional[List[SupervisedPlugin]] = None,

@@ -39,12 +39,12 @@ VARIANTS = {
     "classification_weight_100": ({}, dict(classification_weight=100.0)),
     "with_info_restriction": ({}, dict(info_weight=0.01)),
     "loss_weights_mixing": ({}, dict(replay_mixing="loss_weights")),
+    "no_continuous_consistency": ({}, dict(continuous_consistency_weight=0.0)),
     "paper_equations": (PAPER_MODEL, PAPER_STRATEGY),
     # Options that stay off by default, each against the variant it differs from in one setting.
     "hard_replay_labels": ({}, dict(distillation_temperature=None, soft_replay_labels=False)),  # vs no_distillation
     "prior_replay_labels": (dict(classifier_input="latent"), dict(replay_label_source="prior")),  # vs classifier_on_latent
     "forward_consistency_kl": ({}, dict(reverse_kl=False)),
-    "continuous_consistency": ({}, dict(continuous_consistency_weight=1.0)),
     "fixed_discrete": (dict(discrete_dim=5), dict(grow_discrete=False)),
 }
 
