@@ -47,6 +47,7 @@ def render_run(data: dict) -> List[str]:
     """An ``avalanche-lvae run`` results file: one row per strategy, final figures."""
     rows = []
     for name, result in data["results"].items():
+        per_row = result.get("final_component_purity_per_row")
         rows.append([
             name,
             fmt(result.get("final_avg_accuracy"), 3),
@@ -54,7 +55,7 @@ def render_run(data: dict) -> List[str]:
             fmt(result.get("final_neg_elbo"), 1),
             fmt(result.get("final_frechet_distance"), 1),
             fmt(result.get("final_component_purity"), 3),
-            fmt(min(result.get("final_component_purity_per_row") or [None], key=lambda v: v or 0.0), 3),
+            fmt(min(per_row) if per_row else None, 3),
             fmt(result.get("train_seconds"), 0),
         ])
     config = data["config"]
@@ -94,8 +95,8 @@ def leaderboard_tables(files: Sequence[str], streams: Optional[Sequence[str]] = 
                 stream = f"pmnist{n_experiences}"
             groups.setdefault((stream, epochs, batch, seed), {})[strategy] = (entry, data["command"])
     lines: List[str] = []
+    order = {key: i for i, key in enumerate(groups)}  # a later run breaks a tie: the newest protocol
     for stream in streams or sorted({key[0] for key in groups}):
-        order = {key: i for i, key in enumerate(groups)}  # a later run breaks a tie: the newest protocol
         keys = sorted((key for key in groups if key[0] == stream),
                       key=lambda key: (-len(groups[key]), key[3], -order[key]))
         for key in keys[:1] if largest_only else keys:
