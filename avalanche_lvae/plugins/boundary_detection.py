@@ -170,9 +170,13 @@ class BoundaryDetectionPlugin(SupervisedPlugin):
         self._mean: Optional[torch.Tensor] = None  # per score column
         self._var: Optional[torch.Tensor] = None
         self._buffer: List[tuple] = []  # (row index, (x, y, t), held out of training) per poorly explained row
-        self.hold_share = self.buffer_size / self.window  # the poor share that detection looks for
         self._pending: List[tuple] = []  # (x, y, t) rows to prepend to the next minibatches
         self._recent: Optional[List[torch.Tensor]] = None  # the last well-explained rows
+
+    @property
+    def hold_share(self) -> float:
+        """The share of poor rows in a minibatch that detection looks for; above it they are held out."""
+        return self.buffer_size / self.window
 
     # ------------------------------------------------------------ callbacks
     def before_training(self, strategy, **kwargs):
