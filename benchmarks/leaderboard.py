@@ -33,7 +33,9 @@ FashionMNIST (10 experiences of one class). The ``*_smnist`` entries run on
 class-incremental split MNIST (``avalanche_lvae.streams.split_mnist``, 5
 experiences x 2 classes) at 5 epochs, batch 128, Adam lr 1e-3: Avalanche's
 Naive, EWC, LwF, GenerativeReplay and Cumulative on the MLP, ``lvae_smnist``
-with the library's defaults and ``lvae_naive_smnist``.
+with the library's defaults and ``lvae_naive_smnist``; the runs in
+``benchmarks/results/leaderboard_smnist_e20*/`` are ``--epochs 20``, about
+replay-through-feedback's 2000 iterations of 128 images per experience.
 ``gem_pmnist`` needs the ``quadprog`` QP solver (``pip install quadprog``).
 EWC's and SI's lambdas come from small sweeps (in their docstrings); SI runs
 with a fix for Avalanche 0.6, whose SI learns nothing on CPU

@@ -54,6 +54,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from avalanche_lvae import JointBoundLoss, LifelongVAE, LifelongVAEStrategy, LVAENaive
+from avalanche_lvae.experiments.results import write_json_atomic
 from avalanche_lvae.preloading import PreloadedTaskBalancedDataLoader
 from avalanche_lvae.streams import permuted_mnist
 
@@ -316,11 +317,8 @@ def conv_permuted_mnist(train, test, epochs, widths, batch_size=256):
 
 
 def _write(payload, output):
-    os.makedirs(os.path.dirname(output), exist_ok=True)
-    tmp = output + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, output)
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    write_json_atomic(output, payload)
     print(f"wrote {output}")
 
 
