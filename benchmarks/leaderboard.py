@@ -231,7 +231,7 @@ def lvae_defaults_pmnist(override_args=None):
 def lvae_large_pmnist(override_args=None):
     """Replay-through-feedback's scale for permuted MNIST on the library's defaults: ``LifelongVAE(hidden_dim=1000)``
     (RtF's 2 x 1000 layers), every real image every epoch (``replay_mixing="loss_weights"``, a replayed batch as
-    large as the real one), classification weight 100 and no consistency on z_c (accuracy only)."""
+    large as the real one) and classification weight 100."""
     from avalanche_lvae import LifelongVAE, LifelongVAEStrategy
 
     args = create_default_args(dict(_ADAM_MLP), override_args)
@@ -239,7 +239,6 @@ def lvae_large_pmnist(override_args=None):
     model = LifelongVAE(hidden_dim=1000)
     strategy = LifelongVAEStrategy(model=model, optimizer=Adam(model.parameters(), lr=args.learning_rate),
                                    replay_mixing="loss_weights", classification_weight=100.0,
-                                   continuous_consistency_weight=0.0,
                                    **common.strategy_kwargs(args))
     return train_and_evaluate(strategy, common.pmnist(args), args)
 
