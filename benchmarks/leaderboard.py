@@ -26,7 +26,8 @@ The lifelong VAE's entries: ``lvae_pmnist``, ``LifelongVAEStrategy`` over
 papers' regularisers; ``lvae_defaults_pmnist``, the library's defaults
 (``LifelongVAEStrategy(model=LifelongVAE(), optimizer=Adam)``, nothing else);
 ``lvae_large_pmnist``, replay-through-feedback's scale (hidden 1000,
-loss-weight mixing, classification weight 100); ``lvae_naive_pmnist``, the
+loss-weight mixing with twice as many replayed rows as real ones,
+classification weight 100); ``lvae_naive_pmnist``, the
 defaults' model and criterion under ``LVAENaive``, the reference of its
 training time; ``lvae_sfmnist``, ``lvae_pmnist``'s model on split
 FashionMNIST (10 experiences of one class). The ``*_smnist`` entries run on
@@ -230,15 +231,16 @@ def lvae_defaults_pmnist(override_args=None):
 @entry
 def lvae_large_pmnist(override_args=None):
     """Replay-through-feedback's scale for permuted MNIST on the library's defaults: ``LifelongVAE(hidden_dim=1000)``
-    (RtF's 2 x 1000 layers), every real image every epoch (``replay_mixing="loss_weights"``, a replayed batch as
-    large as the real one) and classification weight 100."""
+    (RtF's 2 x 1000 layers), every real image every epoch (``replay_mixing="loss_weights"``, a replayed batch twice
+    as large as the real one) and classification weight 100."""
     from avalanche_lvae import LifelongVAE, LifelongVAEStrategy
 
     args = create_default_args(dict(_ADAM_MLP), override_args)
     set_seed(args.seed)
     model = LifelongVAE(hidden_dim=1000)
     strategy = LifelongVAEStrategy(model=model, optimizer=Adam(model.parameters(), lr=args.learning_rate),
-                                   replay_mixing="loss_weights", classification_weight=100.0,
+                                   replay_mixing="loss_weights", replay_size=2 * args.train_mb_size,
+                                   classification_weight=100.0,
                                    **common.strategy_kwargs(args))
     return train_and_evaluate(strategy, common.pmnist(args), args)
 
