@@ -8,7 +8,8 @@ The public API:
 - :class:`LVAENaive`, :class:`LVAECumulative` -- Avalanche's ``Naive`` and
   ``Cumulative`` training the same model on the same loss (baselines);
 - :data:`PAPER_MODEL`, :data:`PAPER_STRATEGY` -- the papers' equations as
-  keyword presets (:mod:`avalanche_lvae.presets`);
+  keyword presets, and :data:`ONE_CLASS_PER_EXPERIENCE`, the settings for
+  streams of one class per experience (:mod:`avalanche_lvae.presets`);
 - :mod:`avalanche_lvae.plugins`, :mod:`avalanche_lvae.losses`,
   :mod:`avalanche_lvae.streams`, :mod:`avalanche_lvae.data`.
 """
@@ -18,7 +19,7 @@ The public API:
 from . import checkpoint as _checkpoint  # noqa: F401
 from .losses import JointBoundLoss
 from .models import LifelongVAE, LVAEOutput
-from .presets import PAPER_MODEL, PAPER_STRATEGY
+from .presets import ONE_CLASS_PER_EXPERIENCE, PAPER_MODEL, PAPER_STRATEGY
 from .strategy import LifelongVAEStrategy
 from .training import LVAECumulative, LVAENaive, NonFiniteLossError
 
@@ -34,4 +35,5 @@ __all__ = [
     "NonFiniteLossError",
     "PAPER_MODEL",
     "PAPER_STRATEGY",
+    "ONE_CLASS_PER_EXPERIENCE",
 ]

@@ -217,6 +217,23 @@ def test_lvae_flags_default_to_the_library_and_reproductions_pin_the_papers_equa
     assert strategy_kwargs == {**PAPER_STRATEGY, "replay_mixing": "loss_weights"}
 
 
+def test_one_class_preset_sets_the_fitted_prior_and_sharper_replay_and_flags_still_override():
+    from avalanche_lvae.experiments.arguments import build_run_parser
+    from avalanche_lvae.experiments.stream_specs import STREAMS
+    from avalanche_lvae.experiments.strategies import lvae_settings, make_strategy
+    from avalanche_lvae.plugins import ComponentPriorPlugin, TeacherReplayPlugin
+    from avalanche_lvae.presets import ONE_CLASS_PER_EXPERIENCE
+
+    parser = build_run_parser("run", STREAMS["split_fmnist"])
+    assert lvae_settings(parser.parse_args(["--preset", "one_class"])) == ({}, ONE_CLASS_PER_EXPERIENCE)
+    args = parser.parse_args(["--preset", "one_class", "--replay-temperature", "0.9"])
+    assert lvae_settings(args)[1] == {"component_prior": "fitted", "replay_temperature": 0.9}
+    strategy, _ = make_strategy("lvae", parser.parse_args(["--preset", "one_class"]), 10)
+    [replay] = [p for p in strategy.plugins if isinstance(p, TeacherReplayPlugin)]
+    assert replay.temperature == 0.8
+    assert any(isinstance(p, ComponentPriorPlugin) for p in strategy.plugins)
+
+
 def test_replay_temperature_reaches_the_lvae_strategy_and_rejects_zero(capsys):
     from avalanche_lvae.experiments.arguments import build_run_parser
     from avalanche_lvae.experiments.stream_specs import STREAMS

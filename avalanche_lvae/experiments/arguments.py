@@ -105,9 +105,10 @@ class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def _add_lvae_arguments(p: argparse.ArgumentParser) -> None:
     """The lifelong model's flags: None (unset) leaves the library's default in place."""
     number, positive = finite_number(positive=False), finite_number(positive=True)
-    p.add_argument("--preset", choices=("default", "paper"), default="default",
-                   help="the lifelong model's settings that the flags below change: the library's defaults, or "
-                        "the papers' equations (avalanche_lvae.presets.PAPER_MODEL / PAPER_STRATEGY)")
+    p.add_argument("--preset", choices=("default", "paper", "one_class"), default="default",
+                   help="the lifelong model's settings that the flags below change: the library's defaults, "
+                        "the papers' equations (avalanche_lvae.presets.PAPER_MODEL / PAPER_STRATEGY), or the "
+                        "defaults for streams of one class per experience (ONE_CLASS_PER_EXPERIENCE)")
     p.add_argument("--arch", choices=("dense", "conv"), default=None, help="LifelongVAE architecture" + LIBRARY_DEFAULT)
     p.add_argument("--continuous-dim", type=positive_int, default=None, metavar="N",
                    help="size of z_c of every LifelongVAE strategy (lvae, naive, ewc, cumulative); LGM uses 14"

@@ -154,19 +154,20 @@ def lvae_settings(args) -> Tuple[dict, dict]:
 
     The one place where flags become ``LifelongVAE`` / ``LifelongVAEStrategy``
     arguments. They start from ``--preset``: nothing (the library's
-    defaults) or the papers' equations (:mod:`avalanche_lvae.presets`); a flag
+    defaults), the papers' equations or the settings for one class per
+    experience (:mod:`avalanche_lvae.presets`); a flag
     left at None changes nothing. ``model_kwargs`` and the classification
     weight apply to every LifelongVAE strategy, the rest of
     ``strategy_kwargs`` to ``lvae`` only.
     """
-    from avalanche_lvae.presets import PAPER_MODEL, PAPER_STRATEGY
+    from avalanche_lvae.presets import ONE_CLASS_PER_EXPERIENCE, PAPER_MODEL, PAPER_STRATEGY
 
-    paper = getattr(args, "preset", "default") == "paper"
-    model_kwargs = dict(PAPER_MODEL) if paper else {}
+    preset = getattr(args, "preset", "default")
+    model_kwargs = dict(PAPER_MODEL) if preset == "paper" else {}
     model_kwargs.update({key: getattr(args, key) for key in ("arch", "continuous_dim") if getattr(args, key) is not None})
     if args.replay_labels == "prior":  # replay labelled at the generating z needs the papers' classifier on z
         model_kwargs.update(PAPER_MODEL)
-    strategy_kwargs = dict(PAPER_STRATEGY) if paper else {}
+    strategy_kwargs = dict({"paper": PAPER_STRATEGY, "one_class": ONE_CLASS_PER_EXPERIENCE}.get(preset, {}))
     strategy_kwargs.update({argument: getattr(args, flag) for flag, argument in _LVAE_STRATEGY_FLAGS.items()
                             if getattr(args, flag) is not None})
     return model_kwargs, strategy_kwargs
