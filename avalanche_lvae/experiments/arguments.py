@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 from .stream_specs import StreamSpec
-from .strategies import DEFAULT_STRATEGIES, STRATEGIES
+from .strategies import DEFAULT_STRATEGIES, PRESETS, STRATEGIES
 
 __all__ = [
     "OneLineErrorParser",
@@ -105,7 +105,7 @@ class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def _add_lvae_arguments(p: argparse.ArgumentParser) -> None:
     """The lifelong model's flags: None (unset) leaves the library's default in place."""
     number, positive = finite_number(positive=False), finite_number(positive=True)
-    p.add_argument("--preset", choices=("default", "paper", "one_class"), default="default",
+    p.add_argument("--preset", choices=tuple(PRESETS), default="default",
                    help="the lifelong model's settings that the flags below change: the library's defaults, "
                         "the papers' equations (avalanche_lvae.presets.PAPER_MODEL / PAPER_STRATEGY), or the "
                         "defaults for streams of one class per experience (ONE_CLASS_PER_EXPERIENCE)")

@@ -40,8 +40,10 @@ from avalanche.distributed import DistributedHelper
 from avalanche.training import VAETraining
 from avalanche.training.plugins import EWCPlugin
 
+from avalanche_lvae.presets import ONE_CLASS_PER_EXPERIENCE, PAPER_MODEL, PAPER_STRATEGY
+
 __all__ = ["STRATEGIES", "DEFAULT_STRATEGIES", "GENERATIVE", "evaluator", "GeneratorTraining",
-           "quiet_generator_strategy", "lvae_settings", "make_strategy", "GlobalBatchEWCPlugin"]
+           "quiet_generator_strategy", "lvae_settings", "make_strategy", "GlobalBatchEWCPlugin", "PRESETS"]
 
 STRATEGIES = ("lvae", "naive", "ewc", "gr", "lwf", "si", "cumulative")
 DEFAULT_STRATEGIES = "lvae,naive,ewc,gr"
@@ -143,6 +145,8 @@ def quiet_generator_strategy(batch_size: int, epochs: int, device):
 
 
 #: ``LifelongVAEStrategy`` argument of each lvae-only flag (the flag's namespace attribute).
+# --preset NAME: the (LifelongVAE, LifelongVAEStrategy) keyword arguments the lifelong model starts from.
+PRESETS = {"default": ({}, {}), "paper": (PAPER_MODEL, PAPER_STRATEGY), "one_class": ({}, ONE_CLASS_PER_EXPERIENCE)}
 _LVAE_STRATEGY_FLAGS = dict(classification_weight="classification_weight", consistency_weight="consistency_weight", info_weight="info_weight",
                             continuous_consistency="continuous_consistency_weight",
                             replay_labels="replay_label_source", replay_mixing="replay_mixing",
@@ -160,14 +164,12 @@ def lvae_settings(args) -> Tuple[dict, dict]:
     weight apply to every LifelongVAE strategy, the rest of
     ``strategy_kwargs`` to ``lvae`` only.
     """
-    from avalanche_lvae.presets import ONE_CLASS_PER_EXPERIENCE, PAPER_MODEL, PAPER_STRATEGY
-
-    preset = getattr(args, "preset", "default")
-    model_kwargs = dict(PAPER_MODEL) if preset == "paper" else {}
+    preset_model, preset_strategy = PRESETS[getattr(args, "preset", "default")]
+    model_kwargs = dict(preset_model)
     model_kwargs.update({key: getattr(args, key) for key in ("arch", "continuous_dim") if getattr(args, key) is not None})
     if args.replay_labels == "prior":  # replay labelled at the generating z needs the papers' classifier on z
         model_kwargs.update(PAPER_MODEL)
-    strategy_kwargs = dict({"paper": PAPER_STRATEGY, "one_class": ONE_CLASS_PER_EXPERIENCE}.get(preset, {}))
+    strategy_kwargs = dict(preset_strategy)
     strategy_kwargs.update({argument: getattr(args, flag) for flag, argument in _LVAE_STRATEGY_FLAGS.items()
                             if getattr(args, flag) is not None})
     return model_kwargs, strategy_kwargs
