@@ -65,7 +65,7 @@ import warnings
 from torch.optim import SGD, Adam
 
 from avalanche_lvae.avalanche_fixes import synaptic_intelligence_weight_copies
-from avalanche_lvae.experiments.arguments import OneLineErrorParser, non_negative_int, positive_int
+from avalanche_lvae.experiments.arguments import OneLineErrorParser, finite_number, non_negative_int, positive_int
 from avalanche_lvae.experiments.reproduction import STREAM_SEED, command_line
 from avalanche_lvae.experiments.results import write_json_atomic
 
@@ -228,11 +228,10 @@ def lvae_defaults_pmnist(override_args=None):
     return train_and_evaluate(common.lvae_default_strategy(args), common.pmnist(args), args)
 
 
-@entry
-def lvae_large_pmnist(override_args=None):
+def _lvae_large(override_args, **options):
     """Replay-through-feedback's scale for permuted MNIST on the library's defaults: ``LifelongVAE(hidden_dim=1000)``
     (RtF's 2 x 1000 layers), every real image every epoch (``replay_mixing="loss_weights"``, a replayed batch twice
-    as large as the real one) and classification weight 100."""
+    as large as the real one) and classification weight 100; ``options`` go to the strategy."""
     from avalanche_lvae import LifelongVAE, LifelongVAEStrategy
 
     args = create_default_args(dict(_ADAM_MLP), override_args)
@@ -240,9 +239,20 @@ def lvae_large_pmnist(override_args=None):
     model = LifelongVAE(hidden_dim=1000)
     strategy = LifelongVAEStrategy(model=model, optimizer=Adam(model.parameters(), lr=args.learning_rate),
                                    replay_mixing="loss_weights", replay_size=2 * args.train_mb_size,
-                                   classification_weight=100.0,
-                                   **common.strategy_kwargs(args))
+                                   classification_weight=100.0, **options, **common.strategy_kwargs(args))
     return train_and_evaluate(strategy, common.pmnist(args), args)
+
+
+@entry
+def lvae_large_pmnist(override_args=None):
+    """:func:`_lvae_large`."""
+    return _lvae_large(override_args)
+
+
+@entry
+def lvae_large_fitted_pmnist(override_args=None):
+    """:func:`_lvae_large` generating each distribution from its fitted z_c Gaussian (``component_prior="fitted"``)."""
+    return _lvae_large(override_args, component_prior="fitted")
 
 
 @entry
@@ -317,6 +327,8 @@ def build_parser():
     p.add_argument("--batch-size", type=positive_int, default=None, dest="train_mb_size",
                    help="override every entry's training minibatch size")
     p.add_argument("--n-experiences", type=positive_int, default=None, help="override every entry's stream length")
+    p.add_argument("--learning-rate", type=finite_number(positive=True), default=None,
+                   help="override every entry's learning rate")
     p.add_argument("--max-train-per-experience", type=positive_int, default=None, metavar="N")
     p.add_argument("--max-test-per-experience", type=positive_int, default=None, metavar="N")
     p.add_argument("--out-dir", default=DEFAULT_OUT_DIR)
@@ -340,7 +352,8 @@ def main(argv=None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
     overrides = dict(QUICK_OVERRIDES) if args.quick else {}
-    for key in ("epochs", "train_mb_size", "n_experiences", "max_train_per_experience", "max_test_per_experience"):
+    for key in ("epochs", "train_mb_size", "n_experiences", "learning_rate", "max_train_per_experience",
+                "max_test_per_experience"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     overrides.update(seed=args.seed, dataset_root=args.dataset_root, device=args.device)

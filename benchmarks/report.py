@@ -15,7 +15,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
+
+from report_tables import (fmt, render_conv, render_reproduction, render_run, render_scaling, render_speed,
+                           render_summary, render_task_free, render_variants, table)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -25,58 +28,22 @@ HEADLINE_START = "<!-- headline table: written by benchmarks/report.py -->"
 HEADLINE_END = "<!-- end of headline table -->"
 
 
-def fmt(value, digits: int) -> str:
-    """A number rounded to ``digits`` decimals, or ``-`` when it was not measured."""
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> List[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
-
-
 def load(name: str) -> dict:
     with open(RESULTS / name) as handle:
         return json.load(handle)
 
 
-# --- one renderer per kind of JSON -------------------------------------------------------------
-
-
-def render_run(data: dict) -> List[str]:
-    """An ``avalanche-lvae run`` results file: one row per strategy, final figures."""
-    rows = []
-    for name, result in data["results"].items():
-        per_row = result.get("final_component_purity_per_row")
-        rows.append([
-            name,
-            fmt(result.get("final_avg_accuracy"), 3),
-            fmt(result.get("final_avg_forgetting"), 3),
-            fmt(result.get("final_neg_elbo"), 1),
-            fmt(result.get("final_frechet_distance"), 1),
-            fmt(result.get("final_component_purity"), 3),
-            fmt(min(per_row) if per_row else None, 3),
-            fmt(result.get("train_seconds"), 0),
-        ])
-    config = data["config"]
-    settings = ", ".join(f"{key} {config[key]}" for key in ("n_experiences", "epochs", "batch_size", "seed")
-                         if key in config)
-    lines = [f"Settings: {settings}."]
-    if "command" in data:
-        lines.append(f"Command: `{data['command']}`")
-    return lines + [""] + table(["strategy", "avg acc", "forgetting", "-ELBO", "FD", "row purity", "lowest row", "train s"],
-                                 rows)
-
-
-def _protocol(entry: dict) -> tuple:
-    """(stream length, epochs, batch, seed) of an entry; older entries lack ``args``."""
+def _protocol(entry: dict, overrides: dict) -> tuple:
+    """(stream length, epochs, batch, seed, learning rate set by ``--learning-rate``) of an entry; older entries
+    lack ``args``. The entries' own learning rates differ (SGD and Adam), so only an override splits a table."""
     args = entry.get("args", {})
-    return args.get("n_experiences", 5), args.get("epochs"), args.get("train_mb_size"), args.get("seed", 0)
+    return (args.get("n_experiences", 5), args.get("epochs"), args.get("train_mb_size"), args.get("seed", 0),
+            overrides.get("learning_rate"))
 
 
 def leaderboard_tables(files: Sequence[str], streams: Optional[Sequence[str]] = None,
                        largest_only: bool = False) -> List[str]:
-    """``benchmarks/leaderboard.py`` runs: one table per stream and protocol (stream length, epochs, batch, seed).
+    """``benchmarks/leaderboard.py`` runs: one table per stream and protocol (:func:`_protocol`).
 
     An entry of a later file replaces the same entry, at the same protocol, of
     an earlier one, so a run of a few entries (``--entries ... --out-dir``)
@@ -90,10 +57,10 @@ def leaderboard_tables(files: Sequence[str], streams: Optional[Sequence[str]] = 
         data = load(name)
         for entry_name, entry in data["entries"].items():
             strategy, _, stream = entry_name.rpartition("_")
-            n_experiences, epochs, batch, seed = _protocol(entry)
+            n_experiences, *protocol = _protocol(entry, data.get("overrides", {}))
             if stream == "pmnist" and n_experiences != 5:
                 stream = f"pmnist{n_experiences}"
-            groups.setdefault((stream, epochs, batch, seed), {})[strategy] = (entry, data["command"])
+            groups.setdefault((stream, *protocol), {})[strategy] = (entry, data["command"])
     lines: List[str] = []
     order = {key: i for i, key in enumerate(groups)}  # a later run breaks a tie: the newest protocol
     for stream in streams or sorted({key[0] for key in groups}):
@@ -107,6 +74,7 @@ def leaderboard_tables(files: Sequence[str], streams: Optional[Sequence[str]] = 
                              fmt(entry["train_seconds"], 0), str(sources[command])])
             protocol = f", {key[1]} epochs, batch {key[2]}" if key[1] is not None else ""
             protocol += f", seed {key[3]}" if key[3] else ""
+            protocol += f", learning rate {key[4]:g}" if key[4] is not None else ""
             lines += ["", f"**{LEADERBOARD_STREAMS.get(stream, stream)}{protocol}**", ""]
             lines += table(["strategy", "final avg accuracy", "average forgetting", "train s", "run"], rows)
             lines += [""] + [f"Run {number}: `{command}`" for command, number in sources.items()]
@@ -117,115 +85,6 @@ def leaderboard_files() -> List[str]:
     """Every leaderboard run under benchmarks/results, in name order (``leaderboard.json`` first)."""
     return [str(path.relative_to(RESULTS)) for path in sorted(RESULTS.rglob("leaderboard*.json"))
             if "entries" in load(str(path.relative_to(RESULTS)))]
-
-
-def render_reproduction(data: dict) -> List[str]:
-    """``benchmarks/reproduce_*.py``: final value of each metric, mean ± std over the seeds."""
-    metrics = sorted({metric for summary in data["summary"].values() for metric in summary})
-    digits = {"accuracy": 3, "neg_elbo": 1, "frechet_distance": 1, "component_purity": 3}
-    rows = []
-    for name, summary in data["summary"].items():
-        cells = [name]
-        for metric in metrics:
-            if metric not in summary:
-                cells.append("-")
-                continue
-            d = digits.get(metric, 3)
-            cells.append(f"{summary[metric]['mean'][-1]:.{d}f} ± {summary[metric]['std'][-1]:.{d}f}")
-        rows.append(cells)
-    lines = [f"Command: `{data['command']}` (seeds {', '.join(str(s) for s in data['seeds'])})", ""]
-    return lines + table(["strategy"] + [f"final {metric}" for metric in metrics], rows)
-
-
-def render_speed(data: dict) -> List[str]:
-    """``benchmarks/speed.py``: seconds per epoch and real samples per second at each experience."""
-    strategies = data["strategies"]
-    naive = strategies.get("naive", {})
-    rows = []
-    for name, per_experience in strategies.items():
-        for experience, figures in per_experience.items():
-            base = naive.get(experience, {}).get("seconds_per_epoch")
-            ratio = None if base is None else figures["seconds_per_epoch"] / base
-            rows.append([name, experience, fmt(figures["seconds_per_epoch"], 2),
-                         fmt(figures["real_samples_per_second"], 0), fmt(ratio, 2)])
-    lines = [f"Command: `{data['command']}` (batch {data['batch_size']}, {data['repeats']} interleaved repeats, "
-             f"{data['torch_threads']} threads)", ""]
-    return lines + table(["strategy", "experience", "s / epoch", "real samples / s", "time / naive's"], rows)
-
-
-def render_summary(data: dict) -> List[str]:
-    """Any other results file with a flat ``summary``: its scalar entries."""
-    summary = data.get("summary", {})
-    rows = [[key, f"{value:.4g}" if isinstance(value, float) else str(value)]
-            for key, value in summary.items() if isinstance(value, (int, float, str, bool))]
-    lines = [f"Command: `{data['command']}`", ""] if "command" in data else []
-    return lines + table(["quantity", "value"], rows)
-
-
-def render_task_free(data: dict) -> List[str]:
-    """``benchmarks/task_free.py``: detected boundaries against the true ones, per stream (seeds joined by /)."""
-    def per_seed(values, digits):
-        return "/".join("-" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v)) for v in values)
-
-    rows = []
-    for name, stream in data["streams"].items():
-        summary = stream["summary"]
-        rows.append([f"{name} ({stream['feed']})", stream["role"], str(stream["train_rows_per_experience"]),
-                     str(len(stream["true_boundaries"])), per_seed(summary["recall"], 2),
-                     per_seed(summary["precision"], 2), per_seed(summary["false_detections"], 0),
-                     per_seed(summary["z_d_grown"], 0), per_seed(summary["accuracy_detected"], 3),
-                     per_seed(summary["accuracy_given"], 3)])
-    config = data["config"]
-    lines = [f"Command: `{data['command']}` (seeds {', '.join(str(s) for s in config['seeds'])}, score "
-             f"`{config['score']}`, a detection counts within {config['window']} rows after a true boundary)", ""]
-    return lines + table(["stream (feed)", "role", "rows per experience", "true boundaries", "recall", "precision",
-                          "false detections", "z_d grown", "accuracy, detected", "accuracy, given"], rows)
-
-
-def render_scaling(data: dict) -> List[str]:
-    """``benchmarks/scaling.py``: real samples per second and seconds per experience for 1 and N processes."""
-    rows = [[run["arch"], str(run["world_size"]), run["precision"], run["device"],
-             " / ".join(fmt(v, 1) for v in run["seconds_per_experience"]),
-             " / ".join(fmt(v, 0) for v in run["real_samples_per_second"])] for run in data["runs"]]
-    lines = [f"Command: `{data['command']}` ({data['backend']}, global batch {data['global_batch']}, "
-             f"{data['cpu_cores']} CPU cores).", ""]
-    if all(run["device"] == "cpu" for run in data["runs"]):
-        lines += ["No GPU was available to run the GPU rows (dense and conv, fp32 and bf16 autocast), so none "
-                  "are reported, and none is estimated.", ""]
-    else:
-        lines[0] += f" GPU: {data['gpu']}."
-    return lines + table(["model", "processes", "precision", "device", "s per experience", "real samples / s"], rows)
-
-
-def render_conv(data: dict) -> List[str]:
-    """``benchmarks/speed.py --conv-only``: conv step time against dense, and accuracy and -ELBO of each model."""
-    conv = data["conv_vs_dense"]
-    quality = conv["permuted_mnist"]
-    rows = []
-    for name, step in conv["models"].items():
-        trained = quality["models"].get(name, {})
-        rows.append([name, str(step["parameters"]), fmt(step["seconds_per_step"] * 1e3, 0),
-                     fmt(step["ratio_to_dense"], 1), fmt(trained.get("accuracy"), 3), fmt(trained.get("neg_elbo"), 1),
-                     fmt(trained.get("train_seconds"), 0)])
-    lines = [f"Command: `{conv['command']}` ({conv['torch_threads']} thread). Step: one training step (forward, "
-             f"joint bound, backward, Adam) on {conv['batch_size']} rows, median of {conv['repeats']} rounds with "
-             "the models interleaved. Quality: `LifelongVAEStrategy` with the library's defaults on permuted MNIST, "
-             f"2 experiences of {quality['train_per_experience']} training and {quality['test_per_experience']} "
-             f"test images, {quality['epochs']} epochs, batch {quality['batch_size']}, seed {quality['seed']}; "
-             "final accuracy and -ELBO (nats per image) over both test sets. Widths whose step is more than "
-             f"{conv['quality_max_ratio']:g} times dense's are timed only (`-`).", ""]
-    return lines + table(["model", "parameters", "ms / step", "step / dense's", "final accuracy", "final -ELBO",
-                          "train s"], rows)
-
-
-def render_variants(data: dict) -> List[str]:
-    """``benchmarks/defaults_ablation.py``: each default switched back, final accuracy and training time."""
-    rows = [[name, fmt(result["final_avg_accuracy"], 3), fmt(result["train_seconds"], 0)]
-            for name, result in data["variants"].items()]
-    config = data["config"]
-    lines = [f"Command: `{data['command']}` ({config['stream']}, {config['epochs']} epochs, batch "
-             f"{config['batch_size']}, seed {config['seed']})", ""]
-    return lines + table(["variant", "final avg accuracy", "train s"], rows)
 
 
 LEADERBOARD_STREAMS = {

@@ -178,7 +178,7 @@ def test_leaderboard_writes_one_row_per_entry(data_root, tmp_path):
                "lvae_smnist", "lvae_naive_smnist"]
     code = load("leaderboard").main(["--quick", "--entries", ",".join(entries), "--n-experiences", "2",
                                      "--max-train-per-experience", "64", "--max-test-per-experience", "32",
-                                     "--out-dir", str(tmp_path)])
+                                     "--learning-rate", "0.002", "--out-dir", str(tmp_path)])
     assert code == 0
     assert not (tmp_path / "leaderboard.md").exists()  # quick runs never overwrite full results
     rows = [line for line in (tmp_path / "leaderboard_quick.md").read_text().splitlines()
@@ -193,6 +193,7 @@ def test_leaderboard_writes_one_row_per_entry(data_root, tmp_path):
     assert payload["entries"]["lvae_sfmnist"]["args"]["n_experiences"] == 2
     assert payload["entries"]["lvae_smnist"]["args"]["train_mb_size"] == 128
     assert payload["entries"]["ewc_smnist"]["args"]["drop_rate"] == 0.0
+    assert {entry["args"]["learning_rate"] for entry in payload["entries"].values()} == {0.002}
 
 
 def test_leaderboard_rejects_unknown_entries_and_hyperparameters(tmp_path, capsys):
@@ -200,6 +201,8 @@ def test_leaderboard_rejects_unknown_entries_and_hyperparameters(tmp_path, capsy
     assert leaderboard.main(["--entries", "naive_pmnist,bogus_pmnist", "--out-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "error: argument --entries" in err and "bogus_pmnist" in err and "naive_pmnist" in err
+    assert leaderboard.main(["--learning-rate", "0", "--out-dir", str(tmp_path)]) == 2
+    assert "error: argument --learning-rate: expected a finite positive number" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown hyperparameter.*learning_rat"):
         leaderboard.naive_pmnist({"learning_rat": 0.1})
     assert not list(tmp_path.iterdir())

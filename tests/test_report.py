@@ -37,3 +37,21 @@ def test_a_changed_figure_makes_the_check_fail(tmp_path, monkeypatch):
     assert report.main(["--check"]) == 0
     (results / "leaderboard.json").write_text((results / "leaderboard.json").read_text().replace("0.9", "0.8"))
     assert report.main(["--check"]) == 1
+
+
+def test_a_learning_rate_override_gets_its_own_table(tmp_path, monkeypatch):
+    # A run of the same entry with --learning-rate must not replace the run at the entry's own rate.
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import report
+    finally:
+        sys.path.pop(0)
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    entry = '"lvae_pmnist": {"final_avg_accuracy": %s, "final_avg_forgetting": 0.01, "train_seconds": 1.0}'
+    (tmp_path / "leaderboard.json").write_text(
+        '{"command": "own rate", "overrides": {}, "entries": {%s}}' % (entry % "0.91"))
+    (tmp_path / "leaderboard_lr.json").write_text(
+        '{"command": "rate 1e-4", "overrides": {"learning_rate": 0.0001}, "entries": {%s}}' % (entry % "0.92"))
+    text = "\n".join(report.leaderboard_tables(report.leaderboard_files()))
+    assert "| lvae | 0.910 |" in text and "| lvae | 0.920 |" in text
+    assert "**Permuted MNIST, 5 experiences, learning rate 0.0001**" in text
