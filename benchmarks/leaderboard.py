@@ -19,7 +19,9 @@ first 1000 images of each experience, as the baselines' ``GEM_reduced`` and
 the GEM paper). ``--epochs`` and ``--batch-size`` override every entry: the
 runs in ``benchmarks/results/leaderboard_pmnist_e5*/`` are ``--epochs 5
 --batch-size 128``, the library's default protocol. ``--n-experiences 10``
-gives 10-task permuted MNIST.
+gives 10-task permuted MNIST; ``--learning-rate`` overrides every entry's
+learning rate (``leaderboard_pmnist10_e10_large_lr1e-4/`` is
+replay-through-feedback's Adam lr 1e-4).
 
 The lifelong VAE's entries: ``lvae_pmnist``, ``LifelongVAEStrategy`` over
 ``LifelongVAE(discrete_dim=1)`` (hidden 512, 2 layers, as the MLP) with the
@@ -228,10 +230,11 @@ def lvae_defaults_pmnist(override_args=None):
     return train_and_evaluate(common.lvae_default_strategy(args), common.pmnist(args), args)
 
 
-def _lvae_large(override_args, **options):
+@entry
+def lvae_large_pmnist(override_args=None):
     """Replay-through-feedback's scale for permuted MNIST on the library's defaults: ``LifelongVAE(hidden_dim=1000)``
     (RtF's 2 x 1000 layers), every real image every epoch (``replay_mixing="loss_weights"``, a replayed batch twice
-    as large as the real one) and classification weight 100; ``options`` go to the strategy."""
+    as large as the real one) and classification weight 100."""
     from avalanche_lvae import LifelongVAE, LifelongVAEStrategy
 
     args = create_default_args(dict(_ADAM_MLP), override_args)
@@ -239,20 +242,9 @@ def _lvae_large(override_args, **options):
     model = LifelongVAE(hidden_dim=1000)
     strategy = LifelongVAEStrategy(model=model, optimizer=Adam(model.parameters(), lr=args.learning_rate),
                                    replay_mixing="loss_weights", replay_size=2 * args.train_mb_size,
-                                   classification_weight=100.0, **options, **common.strategy_kwargs(args))
+                                   classification_weight=100.0,
+                                   **common.strategy_kwargs(args))
     return train_and_evaluate(strategy, common.pmnist(args), args)
-
-
-@entry
-def lvae_large_pmnist(override_args=None):
-    """:func:`_lvae_large`."""
-    return _lvae_large(override_args)
-
-
-@entry
-def lvae_large_fitted_pmnist(override_args=None):
-    """:func:`_lvae_large` generating each distribution from its fitted z_c Gaussian (``component_prior="fitted"``)."""
-    return _lvae_large(override_args, component_prior="fitted")
 
 
 @entry
