@@ -7,6 +7,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def import_report():
+    """benchmarks/report.py as a module (benchmarks/ is not a package; report.py imports its sibling)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import report
+    finally:
+        sys.path.pop(0)
+    return report
+
+
 def test_results_document_and_headline_table_match_the_committed_json():
     # --check regenerates both documents in memory and compares them with the committed files.
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"), "--check"],
@@ -16,11 +26,7 @@ def test_results_document_and_headline_table_match_the_committed_json():
 
 def test_a_changed_figure_makes_the_check_fail(tmp_path, monkeypatch):
     # The check compares figures, so a JSON edited after the document was written is caught.
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import report
-    finally:
-        sys.path.pop(0)
+    report = import_report()
     results = tmp_path / "results"
     results.mkdir()
     (results / "leaderboard.json").write_text(
@@ -41,11 +47,7 @@ def test_a_changed_figure_makes_the_check_fail(tmp_path, monkeypatch):
 
 def test_a_learning_rate_override_gets_its_own_table(tmp_path, monkeypatch):
     # A run of the same entry with --learning-rate must not replace the run at the entry's own rate.
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import report
-    finally:
-        sys.path.pop(0)
+    report = import_report()
     monkeypatch.setattr(report, "RESULTS", tmp_path)
     entry = '"lvae_pmnist": {"final_avg_accuracy": %s, "final_avg_forgetting": 0.01, "train_seconds": 1.0}'
     (tmp_path / "leaderboard.json").write_text(
