@@ -20,7 +20,7 @@ the GEM paper). ``--epochs`` and ``--batch-size`` override every entry: the
 runs in ``benchmarks/results/leaderboard_pmnist_e5*/`` are ``--epochs 5
 --batch-size 128``, the library's default protocol. ``--n-experiences 10``
 gives 10-task permuted MNIST; ``--learning-rate`` overrides every entry's
-learning rate (``leaderboard_pmnist10_e10_large_lr1e-4/`` is
+learning rate (the ``leaderboard_*_lr1e-4/`` runs use
 replay-through-feedback's Adam lr 1e-4).
 
 The lifelong VAE's entries: ``lvae_pmnist``, ``LifelongVAEStrategy`` over
