@@ -144,9 +144,10 @@ def quiet_generator_strategy(batch_size: int, epochs: int, device):
                              plugins=[GenerativeReplayPlugin()], evaluator=EvaluationPlugin(loggers=[]))
 
 
+#: ``--preset NAME``: the (LifelongVAE, LifelongVAEStrategy) keyword arguments the lifelong model starts from.
+PRESETS = {"default": ({}, {}), "paper": (PAPER_MODEL, PAPER_STRATEGY),
+           "one_class": ({}, ONE_CLASS_PER_EXPERIENCE)}
 #: ``LifelongVAEStrategy`` argument of each lvae-only flag (the flag's namespace attribute).
-# --preset NAME: the (LifelongVAE, LifelongVAEStrategy) keyword arguments the lifelong model starts from.
-PRESETS = {"default": ({}, {}), "paper": (PAPER_MODEL, PAPER_STRATEGY), "one_class": ({}, ONE_CLASS_PER_EXPERIENCE)}
 _LVAE_STRATEGY_FLAGS = dict(classification_weight="classification_weight", consistency_weight="consistency_weight", info_weight="info_weight",
                             continuous_consistency="continuous_consistency_weight",
                             replay_labels="replay_label_source", replay_mixing="replay_mixing",
