@@ -237,12 +237,12 @@ def lvae_large_pmnist(override_args=None):
     as large as the real one) and classification weight 100."""
     from avalanche_lvae import LifelongVAE, LifelongVAEStrategy
 
-    args = create_default_args(dict(_ADAM_MLP), override_args)
+    args = create_default_args(dict(_ADAM_MLP, classification_weight=100.0), override_args)
     set_seed(args.seed)
     model = LifelongVAE(hidden_dim=1000)
     strategy = LifelongVAEStrategy(model=model, optimizer=Adam(model.parameters(), lr=args.learning_rate),
                                    replay_mixing="loss_weights", replay_size=2 * args.train_mb_size,
-                                   classification_weight=100.0,
+                                   classification_weight=args.classification_weight,
                                    **common.strategy_kwargs(args))
     return train_and_evaluate(strategy, common.pmnist(args), args)
 
@@ -321,6 +321,8 @@ def build_parser():
     p.add_argument("--n-experiences", type=positive_int, default=None, help="override every entry's stream length")
     p.add_argument("--learning-rate", type=finite_number(positive=True), default=None,
                    help="override every entry's learning rate")
+    p.add_argument("--classification-weight", type=finite_number(positive=True), default=None,
+                   help="override the classification weight of the lifelong VAE entries that set one")
     p.add_argument("--max-train-per-experience", type=positive_int, default=None, metavar="N")
     p.add_argument("--max-test-per-experience", type=positive_int, default=None, metavar="N")
     p.add_argument("--out-dir", default=DEFAULT_OUT_DIR)
@@ -344,8 +346,8 @@ def main(argv=None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
     overrides = dict(QUICK_OVERRIDES) if args.quick else {}
-    for key in ("epochs", "train_mb_size", "n_experiences", "learning_rate", "max_train_per_experience",
-                "max_test_per_experience"):
+    for key in ("epochs", "train_mb_size", "n_experiences", "learning_rate", "classification_weight",
+                "max_train_per_experience", "max_test_per_experience"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     overrides.update(seed=args.seed, dataset_root=args.dataset_root, device=args.device)
