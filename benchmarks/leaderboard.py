@@ -21,7 +21,10 @@ runs in ``benchmarks/results/leaderboard_pmnist_e5*/`` are ``--epochs 5
 --batch-size 128``, the library's default protocol. ``--n-experiences 10``
 gives 10-task permuted MNIST; ``--learning-rate`` overrides every entry's
 learning rate (the ``leaderboard_*_lr1e-4/`` runs use
-replay-through-feedback's Adam lr 1e-4).
+replay-through-feedback's Adam lr 1e-4) and ``--classification-weight`` the
+lifelong VAE entries' classification weight (the ``*_cw784*/`` runs use 784,
+replay-through-feedback's balance: its ELBO is averaged over the 784 pixels,
+its classification loss is not).
 
 The lifelong VAE's entries: ``lvae_pmnist``, ``LifelongVAEStrategy`` over
 ``LifelongVAE(discrete_dim=1)`` (hidden 512, 2 layers, as the MLP) with the
@@ -98,6 +101,8 @@ _LVAE_PAPER = dict(epochs=3, learning_rate=1e-3, train_mb_size=256, hidden_dim=5
 # Split MNIST (5 x 2 classes, about 12k images per experience): every entry at the same epochs and batch.
 _SMNIST = dict(epochs=5, learning_rate=1e-3, train_mb_size=128)
 QUICK_OVERRIDES = dict(epochs=1, max_train_per_experience=500, max_test_per_experience=200)
+# The entries whose hyperparameters hold a classification weight, the ones ``--classification-weight`` can set.
+WEIGHTED_ENTRIES = ("lvae_pmnist", "lvae_large_pmnist", "lvae_sfmnist")
 
 
 def entry(function):
@@ -169,10 +174,10 @@ def gem_pmnist(override_args=None):
     """Avalanche's ``GEM`` with the baselines' settings (1000 training images per experience, SGD, batch 10)."""
     from avalanche.training import GEM
 
-    common.require_quadprog()
     args = create_default_args(dict(epochs=1, learning_rate=0.1, train_mb_size=10, drop_rate=0.0,
                                     patterns_per_exp=1000, memory_strength=0.5, max_train_per_experience=1000),
                                override_args)
+    common.require_quadprog()
     set_seed(args.seed)
     strategy = common.mlp_strategy(GEM, args, optimizer=SGD, patterns_per_exp=args.patterns_per_exp,
                                    memory_strength=args.memory_strength)
@@ -343,6 +348,10 @@ def main(argv=None) -> int:
         if unknown or not names or len(set(names)) != len(names):
             parser.error(f"argument --entries: {args.entries!r} is empty, repeats an entry or names an unknown "
                          f"one; choose from {','.join(ENTRIES)}")
+        unweighted = [e for e in names if e not in WEIGHTED_ENTRIES]
+        if args.classification_weight is not None and unweighted:
+            parser.error(f"argument --classification-weight: {','.join(unweighted)} has no classification weight; "
+                         f"run it without the flag or choose from {','.join(WEIGHTED_ENTRIES)}")
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
     overrides = dict(QUICK_OVERRIDES) if args.quick else {}

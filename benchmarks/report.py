@@ -34,11 +34,12 @@ def load(name: str) -> dict:
 
 
 def _protocol(entry: dict, overrides: dict) -> tuple:
-    """(stream length, epochs, batch, seed, learning rate set by ``--learning-rate``) of an entry; older entries
-    lack ``args``. The entries' own learning rates differ (SGD and Adam), so only an override splits a table."""
+    """(stream length, epochs, batch, seed, learning rate set by ``--learning-rate``, classification weight set by
+    ``--classification-weight``) of an entry; older entries lack ``args``. The entries' own learning rates (SGD and
+    Adam) and weights differ, so only an override splits a table."""
     args = entry.get("args", {})
     return (args.get("n_experiences", 5), args.get("epochs"), args.get("train_mb_size"), args.get("seed", 0),
-            overrides.get("learning_rate"))
+            overrides.get("learning_rate"), overrides.get("classification_weight"))
 
 
 def leaderboard_tables(files: Sequence[str], streams: Optional[Sequence[str]] = None,
@@ -75,6 +76,7 @@ def leaderboard_tables(files: Sequence[str], streams: Optional[Sequence[str]] = 
             protocol = f", {key[1]} epochs, batch {key[2]}" if key[1] is not None else ""
             protocol += f", seed {key[3]}" if key[3] else ""
             protocol += f", learning rate {key[4]:g}" if key[4] is not None else ""
+            protocol += f", classification weight {key[5]:g}" if key[5] is not None else ""
             lines += ["", f"**{LEADERBOARD_STREAMS.get(stream, stream)}{protocol}**", ""]
             lines += table(["strategy", "final avg accuracy", "average forgetting", "train s", "run"], rows)
             lines += [""] + [f"Run {number}: `{command}`" for command, number in sources.items()]

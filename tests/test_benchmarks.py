@@ -208,6 +208,33 @@ def test_leaderboard_rejects_unknown_entries_and_hyperparameters(tmp_path, capsy
     assert not list(tmp_path.iterdir())
 
 
+def test_classification_weight_override_reaches_exactly_the_weighted_entries(tmp_path, capsys, monkeypatch):
+    leaderboard = load("leaderboard")
+    assert leaderboard.main(["--entries", "lvae_large_pmnist,ewc_pmnist", "--classification-weight", "784",
+                             "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "error: argument --classification-weight: ewc_pmnist has no classification weight" in err
+    assert not list(tmp_path.iterdir())
+
+    class Built(Exception):
+        pass
+
+    def build_args_only(args_dict, override_args=None):  # every entry builds its arguments first
+        raise Built(leaderboard.common.create_default_args(args_dict, override_args))
+
+    monkeypatch.setattr(leaderboard, "create_default_args", build_args_only)
+    weighted = []
+    for name, run in leaderboard.ENTRIES.items():
+        try:
+            run({"classification_weight": 784.0})
+        except Built as built:
+            assert built.args[0].classification_weight == 784.0
+            weighted.append(name)
+        except ValueError as exc:
+            assert "unknown hyperparameter(s) classification_weight" in str(exc)
+    assert tuple(weighted) == leaderboard.WEIGHTED_ENTRIES
+
+
 
 def test_leaderboard_makes_avalanche_si_learn_importances_on_cpu(data_root):
     from avalanche.training import SynapticIntelligence

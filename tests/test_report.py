@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -45,15 +47,18 @@ def test_a_changed_figure_makes_the_check_fail(tmp_path, monkeypatch):
     assert report.main(["--check"]) == 1
 
 
-def test_a_learning_rate_override_gets_its_own_table(tmp_path, monkeypatch):
-    # A run of the same entry with --learning-rate must not replace the run at the entry's own rate.
+@pytest.mark.parametrize("override, heading", [('"learning_rate": 0.0001', "learning rate 0.0001"),
+                                                ('"classification_weight": 784.0', "classification weight 784")])
+def test_an_overridden_hyperparameter_gets_its_own_table(tmp_path, monkeypatch, override, heading):
+    # A run of the same entry with --learning-rate or --classification-weight must not replace the run at the
+    # entry's own value.
     report = import_report()
     monkeypatch.setattr(report, "RESULTS", tmp_path)
     entry = '"lvae_pmnist": {"final_avg_accuracy": %s, "final_avg_forgetting": 0.01, "train_seconds": 1.0}'
     (tmp_path / "leaderboard.json").write_text(
-        '{"command": "own rate", "overrides": {}, "entries": {%s}}' % (entry % "0.91"))
-    (tmp_path / "leaderboard_lr.json").write_text(
-        '{"command": "rate 1e-4", "overrides": {"learning_rate": 0.0001}, "entries": {%s}}' % (entry % "0.92"))
+        '{"command": "own value", "overrides": {}, "entries": {%s}}' % (entry % "0.91"))
+    (tmp_path / "leaderboard_override.json").write_text(
+        '{"command": "overridden", "overrides": {%s}, "entries": {%s}}' % (override, entry % "0.92"))
     text = "\n".join(report.leaderboard_tables(report.leaderboard_files()))
     assert "| lvae | 0.910 |" in text and "| lvae | 0.920 |" in text
-    assert "**Permuted MNIST, 5 experiences, learning rate 0.0001**" in text
+    assert f"**Permuted MNIST, 5 experiences, {heading}**" in text
