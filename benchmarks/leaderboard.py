@@ -22,7 +22,7 @@ runs in ``benchmarks/results/leaderboard_pmnist_e5*/`` are ``--epochs 5
 gives 10-task permuted MNIST; ``--learning-rate`` overrides every entry's
 learning rate (the ``leaderboard_*_lr1e-4/`` runs use
 replay-through-feedback's Adam lr 1e-4) and ``--classification-weight`` the
-lifelong VAE entries' classification weight (the ``*_cw784*/`` runs use 784,
+lifelong VAE entries' classification weight (the ``*_cw784_lr1e-4/`` run uses 784,
 replay-through-feedback's balance: its ELBO is averaged over the 784 pixels,
 its classification loss is not).
 
