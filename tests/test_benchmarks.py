@@ -235,7 +235,6 @@ def test_classification_weight_override_reaches_exactly_the_weighted_entries(tmp
     assert tuple(weighted) == leaderboard.WEIGHTED_ENTRIES
 
 
-
 def test_leaderboard_makes_avalanche_si_learn_importances_on_cpu(data_root):
     from avalanche.training import SynapticIntelligence
     from avalanche.training.plugins import SynapticIntelligencePlugin
