@@ -22,9 +22,10 @@ runs in ``benchmarks/results/leaderboard_pmnist_e5*/`` are ``--epochs 5
 gives 10-task permuted MNIST; ``--learning-rate`` overrides every entry's
 learning rate (the ``leaderboard_*_lr1e-4/`` runs use
 replay-through-feedback's Adam lr 1e-4) and ``--classification-weight`` the
-lifelong VAE entries' classification weight (the ``*_cw784_lr1e-4/`` run uses 784,
+lifelong VAE entries' classification weight (the ``*_cw784_lr1e-4*/`` runs use 784,
 replay-through-feedback's balance: its ELBO is averaged over the 784 pixels,
-its classification loss is not).
+its classification loss is not); ``--continuous-dim`` the size of
+``lvae_large_pmnist``'s z_c (``*_zc100/``: replay-through-feedback's 100).
 
 The lifelong VAE's entries: ``lvae_pmnist``, ``LifelongVAEStrategy`` over
 ``LifelongVAE(discrete_dim=1)`` (hidden 512, 2 layers, as the MLP) with the
@@ -101,8 +102,9 @@ _LVAE_PAPER = dict(epochs=3, learning_rate=1e-3, train_mb_size=256, hidden_dim=5
 # Split MNIST (5 x 2 classes, about 12k images per experience): every entry at the same epochs and batch.
 _SMNIST = dict(epochs=5, learning_rate=1e-3, train_mb_size=128)
 QUICK_OVERRIDES = dict(epochs=1, max_train_per_experience=500, max_test_per_experience=200)
-# The entries whose hyperparameters hold a classification weight, the ones ``--classification-weight`` can set.
-WEIGHTED_ENTRIES = ("lvae_pmnist", "lvae_large_pmnist", "lvae_sfmnist")
+# The hyperparameters that only some entries hold, each with those entries: its flag may name no other entry.
+ENTRY_OVERRIDES = {"classification_weight": ("lvae_pmnist", "lvae_large_pmnist", "lvae_sfmnist"),
+                   "continuous_dim": ("lvae_large_pmnist",)}
 
 
 def entry(function):
@@ -239,12 +241,12 @@ def lvae_defaults_pmnist(override_args=None):
 def lvae_large_pmnist(override_args=None):
     """Replay-through-feedback's scale for permuted MNIST on the library's defaults: ``LifelongVAE(hidden_dim=1000)``
     (RtF's 2 x 1000 layers), every real image every epoch (``replay_mixing="loss_weights"``, a replayed batch twice
-    as large as the real one) and classification weight 100."""
+    as large as the real one), classification weight 100 and the library's z_c of 14 dimensions."""
     from avalanche_lvae import LifelongVAE, LifelongVAEStrategy
 
-    args = create_default_args(dict(_ADAM_MLP, classification_weight=100.0), override_args)
+    args = create_default_args(dict(_ADAM_MLP, classification_weight=100.0, continuous_dim=14), override_args)
     set_seed(args.seed)
-    model = LifelongVAE(hidden_dim=1000)
+    model = LifelongVAE(hidden_dim=1000, continuous_dim=args.continuous_dim)
     strategy = LifelongVAEStrategy(model=model, optimizer=Adam(model.parameters(), lr=args.learning_rate),
                                    replay_mixing="loss_weights", replay_size=2 * args.train_mb_size,
                                    classification_weight=args.classification_weight,
@@ -328,6 +330,8 @@ def build_parser():
                    help="override every entry's learning rate")
     p.add_argument("--classification-weight", type=finite_number(positive=True), default=None,
                    help="override the classification weight of the lifelong VAE entries that set one")
+    p.add_argument("--continuous-dim", type=positive_int, default=None,
+                   help="override the size of z_c of the lifelong VAE entries that set one")
     p.add_argument("--max-train-per-experience", type=positive_int, default=None, metavar="N")
     p.add_argument("--max-test-per-experience", type=positive_int, default=None, metavar="N")
     p.add_argument("--out-dir", default=DEFAULT_OUT_DIR)
@@ -348,14 +352,16 @@ def main(argv=None) -> int:
         if unknown or not names or len(set(names)) != len(names):
             parser.error(f"argument --entries: {args.entries!r} is empty, repeats an entry or names an unknown "
                          f"one; choose from {','.join(ENTRIES)}")
-        unweighted = [e for e in names if e not in WEIGHTED_ENTRIES]
-        if args.classification_weight is not None and unweighted:
-            parser.error(f"argument --classification-weight: {','.join(unweighted)} has no classification weight; "
-                         f"run it without the flag or choose from {','.join(WEIGHTED_ENTRIES)}")
+        for key, holders in ENTRY_OVERRIDES.items():
+            others = [e for e in names if e not in holders]
+            if getattr(args, key) is not None and others:
+                flag = "--" + key.replace("_", "-")
+                parser.error(f"argument {flag}: {','.join(others)} has no hyperparameter {key}; "
+                             f"run it without the flag or choose from {','.join(holders)}")
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
     overrides = dict(QUICK_OVERRIDES) if args.quick else {}
-    for key in ("epochs", "train_mb_size", "n_experiences", "learning_rate", "classification_weight",
+    for key in ("epochs", "train_mb_size", "n_experiences", "learning_rate", *ENTRY_OVERRIDES,
                 "max_train_per_experience", "max_test_per_experience"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)

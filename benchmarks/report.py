@@ -33,13 +33,19 @@ def load(name: str) -> dict:
         return json.load(handle)
 
 
+# The overrides of an entry's own hyperparameters (``leaderboard.py --learning-rate``, ``--classification-weight``,
+# ``--continuous-dim``), with their words in a table's heading. The entries' own values differ (SGD and Adam learning
+# rates, classification weights), so only an override splits a table.
+TABLE_OVERRIDES = {"learning_rate": "learning rate", "classification_weight": "classification weight",
+                   "continuous_dim": "z_c dimensions"}
+
+
 def _protocol(entry: dict, overrides: dict) -> tuple:
-    """(stream length, epochs, batch, seed, learning rate set by ``--learning-rate``, classification weight set by
-    ``--classification-weight``) of an entry; older entries lack ``args``. The entries' own learning rates (SGD and
-    Adam) and weights differ, so only an override splits a table."""
+    """(stream length, epochs, batch, seed, ((override, value), ...) of :data:`TABLE_OVERRIDES`) of an entry;
+    older entries lack ``args``."""
     args = entry.get("args", {})
     return (args.get("n_experiences", 5), args.get("epochs"), args.get("train_mb_size"), args.get("seed", 0),
-            overrides.get("learning_rate"), overrides.get("classification_weight"))
+            tuple((key, overrides[key]) for key in TABLE_OVERRIDES if key in overrides))
 
 
 def leaderboard_tables(files: Sequence[str], streams: Optional[Sequence[str]] = None,
@@ -75,8 +81,7 @@ def leaderboard_tables(files: Sequence[str], streams: Optional[Sequence[str]] = 
                              fmt(entry["train_seconds"], 0), str(sources[command])])
             protocol = f", {key[1]} epochs, batch {key[2]}" if key[1] is not None else ""
             protocol += f", seed {key[3]}" if key[3] else ""
-            protocol += f", learning rate {key[4]:g}" if key[4] is not None else ""
-            protocol += f", classification weight {key[5]:g}" if key[5] is not None else ""
+            protocol += "".join(f", {TABLE_OVERRIDES[name]} {value:g}" for name, value in key[4])
             lines += ["", f"**{LEADERBOARD_STREAMS.get(stream, stream)}{protocol}**", ""]
             lines += table(["strategy", "final avg accuracy", "average forgetting", "train s", "run"], rows)
             lines += [""] + [f"Run {number}: `{command}`" for command, number in sources.items()]

@@ -208,12 +208,14 @@ def test_leaderboard_rejects_unknown_entries_and_hyperparameters(tmp_path, capsy
     assert not list(tmp_path.iterdir())
 
 
-def test_classification_weight_override_reaches_exactly_the_weighted_entries(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("key, value", [("classification_weight", 784.0), ("continuous_dim", 100)])
+def test_an_entry_specific_override_reaches_exactly_the_entries_that_hold_it(tmp_path, capsys, monkeypatch, key, value):
     leaderboard = load("leaderboard")
-    assert leaderboard.main(["--entries", "lvae_large_pmnist,ewc_pmnist", "--classification-weight", "784",
+    flag = "--" + key.replace("_", "-")
+    assert leaderboard.main(["--entries", "lvae_large_pmnist,ewc_pmnist", flag, str(value),
                              "--out-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "error: argument --classification-weight: ewc_pmnist has no classification weight" in err
+    assert f"error: argument {flag}: ewc_pmnist has no hyperparameter {key}" in err
     assert not list(tmp_path.iterdir())
 
     class Built(Exception):
@@ -223,16 +225,16 @@ def test_classification_weight_override_reaches_exactly_the_weighted_entries(tmp
         raise Built(leaderboard.common.create_default_args(args_dict, override_args))
 
     monkeypatch.setattr(leaderboard, "create_default_args", build_args_only)
-    weighted = []
+    holders = []
     for name, run in leaderboard.ENTRIES.items():
         try:
-            run({"classification_weight": 784.0})
+            run({key: value})
         except Built as built:
-            assert built.args[0].classification_weight == 784.0
-            weighted.append(name)
+            assert getattr(built.args[0], key) == value
+            holders.append(name)
         except ValueError as exc:
-            assert "unknown hyperparameter(s) classification_weight" in str(exc)
-    assert tuple(weighted) == leaderboard.WEIGHTED_ENTRIES
+            assert f"unknown hyperparameter(s) {key}" in str(exc)
+    assert tuple(holders) == leaderboard.ENTRY_OVERRIDES[key]
 
 
 def test_leaderboard_makes_avalanche_si_learn_importances_on_cpu(data_root):
