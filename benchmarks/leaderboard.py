@@ -63,6 +63,7 @@ over the 5 tasks, average forgetting, training seconds) and
 
 import argparse
 import importlib.util
+import inspect
 import os
 import sys
 import time
@@ -241,10 +242,11 @@ def lvae_defaults_pmnist(override_args=None):
 def lvae_large_pmnist(override_args=None):
     """Replay-through-feedback's scale for permuted MNIST on the library's defaults: ``LifelongVAE(hidden_dim=1000)``
     (RtF's 2 x 1000 layers), every real image every epoch (``replay_mixing="loss_weights"``, a replayed batch twice
-    as large as the real one), classification weight 100 and the library's z_c of 14 dimensions."""
+    as large as the real one), classification weight 100 and the library's z_c size."""
     from avalanche_lvae import LifelongVAE, LifelongVAEStrategy
 
-    args = create_default_args(dict(_ADAM_MLP, classification_weight=100.0, continuous_dim=14), override_args)
+    library_zc = inspect.signature(LifelongVAE).parameters["continuous_dim"].default
+    args = create_default_args(dict(_ADAM_MLP, classification_weight=100.0, continuous_dim=library_zc), override_args)
     set_seed(args.seed)
     model = LifelongVAE(hidden_dim=1000, continuous_dim=args.continuous_dim)
     strategy = LifelongVAEStrategy(model=model, optimizer=Adam(model.parameters(), lr=args.learning_rate),
@@ -331,7 +333,7 @@ def build_parser():
     p.add_argument("--classification-weight", type=finite_number(positive=True), default=None,
                    help="override the classification weight of the lifelong VAE entries that set one")
     p.add_argument("--continuous-dim", type=positive_int, default=None,
-                   help="override the size of z_c of the lifelong VAE entries that set one")
+                   help="override the size of z_c of lvae_large_pmnist")
     p.add_argument("--max-train-per-experience", type=positive_int, default=None, metavar="N")
     p.add_argument("--max-test-per-experience", type=positive_int, default=None, metavar="N")
     p.add_argument("--out-dir", default=DEFAULT_OUT_DIR)
