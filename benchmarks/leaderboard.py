@@ -25,7 +25,9 @@ replay-through-feedback's Adam lr 1e-4) and ``--classification-weight`` the
 lifelong VAE entries' classification weight (the ``*_cw784_lr1e-4*/`` runs use 784,
 replay-through-feedback's balance: its ELBO is averaged over the 784 pixels,
 its classification loss is not); ``--continuous-dim`` the size of
-``lvae_large_pmnist``'s z_c (``*_zc100/``: replay-through-feedback's 100).
+``lvae_large_pmnist``'s z_c (``*_zc100/``: replay-through-feedback's 100)
+and ``--continuous-consistency-weight`` the weight of its consistency KL on
+z_c (``*_cc10/``: 10).
 
 The lifelong VAE's entries: ``lvae_pmnist``, ``LifelongVAEStrategy`` over
 ``LifelongVAE(discrete_dim=1)`` (hidden 512, 2 layers, as the MLP) with the
@@ -105,7 +107,7 @@ _SMNIST = dict(epochs=5, learning_rate=1e-3, train_mb_size=128)
 QUICK_OVERRIDES = dict(epochs=1, max_train_per_experience=500, max_test_per_experience=200)
 # The hyperparameters that only some entries hold, each with those entries: its flag may name no other entry.
 ENTRY_OVERRIDES = {"classification_weight": ("lvae_pmnist", "lvae_large_pmnist", "lvae_sfmnist"),
-                   "continuous_dim": ("lvae_large_pmnist",)}
+                   "continuous_dim": ("lvae_large_pmnist",), "continuous_consistency_weight": ("lvae_large_pmnist",)}
 
 
 def entry(function):
@@ -246,12 +248,15 @@ def lvae_large_pmnist(override_args=None):
     from avalanche_lvae import LifelongVAE, LifelongVAEStrategy
 
     library_zc = inspect.signature(LifelongVAE).parameters["continuous_dim"].default
-    args = create_default_args(dict(_ADAM_MLP, classification_weight=100.0, continuous_dim=library_zc), override_args)
+    library_cc = inspect.signature(LifelongVAEStrategy).parameters["continuous_consistency_weight"].default
+    args = create_default_args(dict(_ADAM_MLP, classification_weight=100.0, continuous_dim=library_zc,
+                                    continuous_consistency_weight=library_cc), override_args)
     set_seed(args.seed)
     model = LifelongVAE(hidden_dim=1000, continuous_dim=args.continuous_dim)
     strategy = LifelongVAEStrategy(model=model, optimizer=Adam(model.parameters(), lr=args.learning_rate),
                                    replay_mixing="loss_weights", replay_size=2 * args.train_mb_size,
                                    classification_weight=args.classification_weight,
+                                   continuous_consistency_weight=args.continuous_consistency_weight,
                                    **common.strategy_kwargs(args))
     return train_and_evaluate(strategy, common.pmnist(args), args)
 
@@ -334,6 +339,8 @@ def build_parser():
                    help="override the classification weight of the lifelong VAE entries that set one")
     p.add_argument("--continuous-dim", type=positive_int, default=None,
                    help="override the size of z_c of lvae_large_pmnist")
+    p.add_argument("--continuous-consistency-weight", type=finite_number(positive=False), default=None,
+                   help="override the weight of lvae_large_pmnist's consistency KL on z_c")
     p.add_argument("--max-train-per-experience", type=positive_int, default=None, metavar="N")
     p.add_argument("--max-test-per-experience", type=positive_int, default=None, metavar="N")
     p.add_argument("--out-dir", default=DEFAULT_OUT_DIR)
