@@ -26,8 +26,8 @@ lifelong VAE entries' classification weight (the ``*_cw784_lr1e-4*/`` runs use 7
 replay-through-feedback's balance: its ELBO is averaged over the 784 pixels,
 its classification loss is not); ``--continuous-dim`` the size of
 ``lvae_large_pmnist``'s z_c (``*_zc100/``: replay-through-feedback's 100)
-and ``--continuous-consistency-weight`` the weight of its consistency KL on
-z_c (``*_cc10/``: 10).
+and ``--continuous-consistency-weight`` the weight of the consistency KL on
+z_c of the entries with a classification weight (``*_cc10/``: 10).
 
 The lifelong VAE's entries: ``lvae_pmnist``, ``LifelongVAEStrategy`` over
 ``LifelongVAE(discrete_dim=1)`` (hidden 512, 2 layers, as the MLP) with the
@@ -106,8 +106,9 @@ _LVAE_PAPER = dict(epochs=3, learning_rate=1e-3, train_mb_size=256, hidden_dim=5
 _SMNIST = dict(epochs=5, learning_rate=1e-3, train_mb_size=128)
 QUICK_OVERRIDES = dict(epochs=1, max_train_per_experience=500, max_test_per_experience=200)
 # The hyperparameters that only some entries hold, each with those entries: its flag may name no other entry.
-ENTRY_OVERRIDES = {"classification_weight": ("lvae_pmnist", "lvae_large_pmnist", "lvae_sfmnist"),
-                   "continuous_dim": ("lvae_large_pmnist",), "continuous_consistency_weight": ("lvae_large_pmnist",)}
+_WEIGHTED_LVAE = ("lvae_pmnist", "lvae_large_pmnist", "lvae_sfmnist")
+ENTRY_OVERRIDES = {"classification_weight": _WEIGHTED_LVAE, "continuous_consistency_weight": _WEIGHTED_LVAE,
+                   "continuous_dim": ("lvae_large_pmnist",)}
 
 
 def entry(function):
@@ -340,7 +341,7 @@ def build_parser():
     p.add_argument("--continuous-dim", type=positive_int, default=None,
                    help="override the size of z_c of lvae_large_pmnist")
     p.add_argument("--continuous-consistency-weight", type=finite_number(positive=False), default=None,
-                   help="override the weight of lvae_large_pmnist's consistency KL on z_c")
+                   help="override the weight of the consistency KL on z_c of the lifelong VAE entries that set one")
     p.add_argument("--max-train-per-experience", type=positive_int, default=None, metavar="N")
     p.add_argument("--max-test-per-experience", type=positive_int, default=None, metavar="N")
     p.add_argument("--out-dir", default=DEFAULT_OUT_DIR)

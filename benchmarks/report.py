@@ -33,8 +33,8 @@ def load(name: str) -> dict:
         return json.load(handle)
 
 
-# The overrides of an entry's own hyperparameters (``leaderboard.py --learning-rate``, ``--classification-weight``,
-# ``--continuous-dim``), with their words in a table's heading. The entries' own values differ (SGD and Adam learning
+# The overrides of an entry's own hyperparameters (``leaderboard.py --learning-rate`` and the flags of
+# ``leaderboard.ENTRY_OVERRIDES``), with their words in a table's heading. The entries' own values differ (SGD and Adam learning
 # rates, classification weights), so only an override splits a table.
 TABLE_OVERRIDES = {"learning_rate": "learning rate", "classification_weight": "classification weight",
                    "continuous_dim": "z_c dimensions", "continuous_consistency_weight": "z_c consistency weight"}

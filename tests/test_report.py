@@ -49,10 +49,12 @@ def test_a_changed_figure_makes_the_check_fail(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("override, heading", [('"learning_rate": 0.0001', "learning rate 0.0001"),
                                                 ('"classification_weight": 784.0', "classification weight 784"),
-                                                ('"continuous_dim": 100', "z_c dimensions 100")])
+                                                ('"continuous_dim": 100', "z_c dimensions 100"),
+                                                ('"continuous_consistency_weight": 10.0',
+                                                 "z_c consistency weight 10")])
 def test_an_overridden_hyperparameter_gets_its_own_table(tmp_path, monkeypatch, override, heading):
-    # A run of the same entry with --learning-rate, --classification-weight or --continuous-dim must not replace
-    # the run at the entry's own value.
+    # A run of the same entry with an entry-specific override (report.TABLE_OVERRIDES) must not replace the run
+    # at the entry's own value.
     report = import_report()
     monkeypatch.setattr(report, "RESULTS", tmp_path)
     entry = '"lvae_pmnist": {"final_avg_accuracy": %s, "final_avg_forgetting": 0.01, "train_seconds": 1.0}'
