@@ -34,8 +34,8 @@ def load(name: str) -> dict:
 
 
 # The overrides of an entry's own hyperparameters (``leaderboard.py --learning-rate`` and the flags of
-# ``leaderboard.ENTRY_OVERRIDES``), with their words in a table's heading. The entries' own values differ (SGD and Adam learning
-# rates, classification weights), so only an override splits a table.
+# ``leaderboard.ENTRY_OVERRIDES``), with their words in a table's heading. The entries' own values differ (SGD and
+# Adam learning rates, classification weights), so only an override splits a table.
 TABLE_OVERRIDES = {"learning_rate": "learning rate", "classification_weight": "classification weight",
                    "continuous_dim": "z_c dimensions", "continuous_consistency_weight": "z_c consistency weight"}
 
