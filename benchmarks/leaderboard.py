@@ -245,13 +245,17 @@ def lvae_defaults_pmnist(override_args=None):
 def lvae_large_pmnist(override_args=None):
     """Replay-through-feedback's scale for permuted MNIST on the library's defaults: ``LifelongVAE(hidden_dim=1000)``
     (RtF's 2 x 1000 layers), every real image every epoch (``replay_mixing="loss_weights"``, a replayed batch twice
-    as large as the real one), classification weight 100 and the library's z_c size."""
+    as large as the real one), classification weight 100, and the library's z_c size and z_c consistency weight
+    (read from its signatures, so that the two cannot drift apart)."""
     from avalanche_lvae import LifelongVAE, LifelongVAEStrategy
 
-    library_zc = inspect.signature(LifelongVAE).parameters["continuous_dim"].default
-    library_cc = inspect.signature(LifelongVAEStrategy).parameters["continuous_consistency_weight"].default
-    args = create_default_args(dict(_ADAM_MLP, classification_weight=100.0, continuous_dim=library_zc,
-                                    continuous_consistency_weight=library_cc), override_args)
+    def library_default(api, name):
+        return inspect.signature(api).parameters[name].default
+
+    args = create_default_args(dict(_ADAM_MLP, classification_weight=100.0,
+                                    continuous_dim=library_default(LifelongVAE, "continuous_dim"),
+                                    continuous_consistency_weight=library_default(
+                                        LifelongVAEStrategy, "continuous_consistency_weight")), override_args)
     set_seed(args.seed)
     model = LifelongVAE(hidden_dim=1000, continuous_dim=args.continuous_dim)
     strategy = LifelongVAEStrategy(model=model, optimizer=Adam(model.parameters(), lr=args.learning_rate),

@@ -47,6 +47,18 @@ def test_a_changed_figure_makes_the_check_fail(tmp_path, monkeypatch):
     assert report.main(["--check"]) == 1
 
 
+def test_every_override_of_the_leaderboard_can_split_a_table():
+    # report.TABLE_OVERRIDES names each hyperparameter that leaderboard.py overrides per entry, so that a run with a
+    # new override flag cannot silently replace the run at the entry's own value.
+    import importlib.util
+
+    report = import_report()
+    spec = importlib.util.spec_from_file_location("lvae_report_leaderboard", ROOT / "benchmarks" / "leaderboard.py")
+    leaderboard = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(leaderboard)
+    assert {"learning_rate", *leaderboard.ENTRY_OVERRIDES} == set(report.TABLE_OVERRIDES)
+
+
 @pytest.mark.parametrize("override, heading", [('"learning_rate": 0.0001', "learning rate 0.0001"),
                                                 ('"classification_weight": 784.0', "classification weight 784"),
                                                 ('"continuous_dim": 100', "z_c dimensions 100"),
