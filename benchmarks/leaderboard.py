@@ -108,7 +108,7 @@ QUICK_OVERRIDES = dict(epochs=1, max_train_per_experience=500, max_test_per_expe
 # The hyperparameters that only some entries hold, each with those entries: its flag may name no other entry.
 _WEIGHTED_LVAE = ("lvae_pmnist", "lvae_large_pmnist", "lvae_sfmnist")
 ENTRY_OVERRIDES = {"classification_weight": _WEIGHTED_LVAE, "continuous_consistency_weight": _WEIGHTED_LVAE,
-                   "continuous_dim": ("lvae_large_pmnist",)}
+                   "continuous_dim": ("lvae_large_pmnist",), "replay_size": ("lvae_large_pmnist",)}
 
 
 def entry(function):
@@ -245,21 +245,22 @@ def lvae_defaults_pmnist(override_args=None):
 def lvae_large_pmnist(override_args=None):
     """Replay-through-feedback's scale for permuted MNIST on the library's defaults: ``LifelongVAE(hidden_dim=1000)``
     (RtF's 2 x 1000 layers), every real image every epoch (``replay_mixing="loss_weights"``, a replayed batch twice
-    as large as the real one), classification weight 100, and the library's z_c size and z_c consistency weight
-    (read from its signatures, so that the two cannot drift apart)."""
+    as large as the real one unless ``replay_size`` says otherwise), classification weight 100, and the library's
+    z_c size and z_c consistency weight (read from its signatures, so that the two cannot drift apart)."""
     from avalanche_lvae import LifelongVAE, LifelongVAEStrategy
 
     def library_default(api, name):
         return inspect.signature(api).parameters[name].default
 
-    args = create_default_args(dict(_ADAM_MLP, classification_weight=100.0,
+    args = create_default_args(dict(_ADAM_MLP, classification_weight=100.0, replay_size=None,
                                     continuous_dim=library_default(LifelongVAE, "continuous_dim"),
                                     continuous_consistency_weight=library_default(
                                         LifelongVAEStrategy, "continuous_consistency_weight")), override_args)
     set_seed(args.seed)
     model = LifelongVAE(hidden_dim=1000, continuous_dim=args.continuous_dim)
     strategy = LifelongVAEStrategy(model=model, optimizer=Adam(model.parameters(), lr=args.learning_rate),
-                                   replay_mixing="loss_weights", replay_size=2 * args.train_mb_size,
+                                   replay_mixing="loss_weights",
+                                   replay_size=args.replay_size or 2 * args.train_mb_size,
                                    classification_weight=args.classification_weight,
                                    continuous_consistency_weight=args.continuous_consistency_weight,
                                    **common.strategy_kwargs(args))
@@ -346,6 +347,8 @@ def build_parser():
                    help="override the size of z_c of lvae_large_pmnist")
     p.add_argument("--continuous-consistency-weight", type=finite_number(positive=False), default=None,
                    help="override the weight of the consistency KL on z_c of the lifelong VAE entries that set one")
+    p.add_argument("--replay-size", type=positive_int, default=None,
+                   help="override the replayed rows per minibatch of lvae_large_pmnist (twice the batch size)")
     p.add_argument("--max-train-per-experience", type=positive_int, default=None, metavar="N")
     p.add_argument("--max-test-per-experience", type=positive_int, default=None, metavar="N")
     p.add_argument("--out-dir", default=DEFAULT_OUT_DIR)

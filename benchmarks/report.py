@@ -37,7 +37,8 @@ def load(name: str) -> dict:
 # ``leaderboard.ENTRY_OVERRIDES``), with their words in a table's heading. The entries' own values differ (SGD and
 # Adam learning rates, classification weights), so only an override splits a table.
 TABLE_OVERRIDES = {"learning_rate": "learning rate", "classification_weight": "classification weight",
-                   "continuous_dim": "z_c dimensions", "continuous_consistency_weight": "z_c consistency weight"}
+                   "continuous_dim": "z_c dimensions", "continuous_consistency_weight": "z_c consistency weight",
+                   "replay_size": "replayed rows"}
 
 
 def _protocol(entry: dict, overrides: dict) -> tuple:
