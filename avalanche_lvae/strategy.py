@@ -156,7 +156,8 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
         if boundaries == "given":
             boundaries = TeacherSwapPlugin(grow_discrete=grow_discrete)
         elif not isinstance(boundaries, BoundaryDetectionPlugin):
-            raise ValueError(f'boundaries must be "given", "detected" or a BoundaryDetectionPlugin, got {boundaries!r}.')
+            raise ValueError(
+                f'boundaries must be "given", "detected" or a BoundaryDetectionPlugin, got {boundaries!r}.')
         lifelong_plugins: List[SupervisedPlugin] = [boundaries]  # first: replay reads the teacher it sets
         if check_bool(replay, "replay"):
             lifelong_plugins.append(TeacherReplayPlugin(

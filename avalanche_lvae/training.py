@@ -281,7 +281,8 @@ class LVAETemplateMixin:
         now = self._finite_monitor.iteration
         updates = now - first + (1 if updated else 0)
         if updates == 0:
-            state = "Training stopped before its update, so the student, the teacher and the last checkpoint are unchanged."
+            state = ("Training stopped before its update, so the student, the teacher and the last checkpoint "
+                     "are unchanged.")
         else:
             state = (
                 f"Detected at iteration {now} (checks every {self.non_finite_check_interval} iterations and at the "

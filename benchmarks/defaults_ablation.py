@@ -43,7 +43,8 @@ VARIANTS = {
     "paper_equations": (PAPER_MODEL, PAPER_STRATEGY),
     # Options that stay off by default, each against the variant it differs from in one setting.
     "hard_replay_labels": ({}, dict(distillation_temperature=None, soft_replay_labels=False)),  # vs no_distillation
-    "prior_replay_labels": (dict(classifier_input="latent"), dict(replay_label_source="prior")),  # vs classifier_on_latent
+    # against classifier_on_latent:
+    "prior_replay_labels": (dict(classifier_input="latent"), dict(replay_label_source="prior")),
     "forward_consistency_kl": ({}, dict(reverse_kl=False)),
     "fixed_discrete": (dict(discrete_dim=5), dict(grow_discrete=False)),
 }

@@ -148,7 +148,8 @@ def ewc_pmnist(override_args=None):
 
 @entry
 def si_pmnist(override_args=None):
-    """Avalanche's ``SynapticIntelligence`` (made to work on CPU by :func:`avalanche_lvae.avalanche_fixes.synaptic_intelligence_weight_copies`).
+    """Avalanche's ``SynapticIntelligence``, made to work on CPU by
+    :func:`avalanche_lvae.avalanche_fixes.synaptic_intelligence_weight_copies`.
 
     eps 0.1 as the baselines' permuted MNIST script; their si_lambda 0.1
     changes nothing here. Swept as ``ewc_pmnist`` (final average accuracy):

@@ -38,8 +38,8 @@ def render_run(data: dict) -> List[str]:
     lines = [f"Settings: {settings}."]
     if "command" in data:
         lines.append(f"Command: `{data['command']}`")
-    return lines + [""] + table(["strategy", "avg acc", "forgetting", "-ELBO", "FD", "row purity", "lowest row", "train s"],
-                                 rows)
+    headers = ["strategy", "avg acc", "forgetting", "-ELBO", "FD", "row purity", "lowest row", "train s"]
+    return lines + [""] + table(headers, rows)
 
 
 def render_reproduction(data: dict) -> List[str]:

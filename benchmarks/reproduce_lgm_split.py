@@ -2,8 +2,8 @@
 
 10 experiences of one class each (``avalanche_lvae.streams.split_fmnist``,
 class order of ``SplitFMNIST(seed=0)``; with ``--dataset mnist``
-``avalanche_lvae.streams.split_mnist(n_experiences=10)``, the same split of MNIST). After each experience every strategy is evaluated on the test
-sets of all classes seen so far: negative test ELBO (nats, lower is better),
+``avalanche_lvae.streams.split_mnist(n_experiences=10)``, the same split of MNIST). After each experience every
+strategy is evaluated on the test sets of all classes seen so far: negative test ELBO (nats, lower is better),
 Frechet distance of generated against seen test images (LGM Eq. 19, lower is
 better) and, since it is measured anyway, the average accuracy. Strategies:
 ``lvae`` (the lifelong VAE), ``naive`` (vae-cl), ``ewc``, ``cumulative``

@@ -381,7 +381,8 @@ def main(argv=None):
             loader = loading["avalanche" if name == "gr" else "preloaded"]
             print(f"{name:18s} {exp_id:3d} {r['seconds_per_epoch']:8.2f} {r['real_samples_per_epoch']:16d} "
                   f"{r['real_samples_per_second']:15.0f} "
-                  f"{gflops:>8s} {loader / r['seconds_per_epoch']:12.1%} {ratio:8.2f}x {r['experience_wall_seconds']:18.2f}")
+                  f"{gflops:>8s} {loader / r['seconds_per_epoch']:12.1%} {ratio:8.2f}x "
+                  f"{r['experience_wall_seconds']:18.2f}")
     rss = [r["rss_mb"] for r in memory["per_experience"]]
     print(f"\nRSS after experience 1..10 (MiB): {', '.join(f'{v:.0f}' for v in rss)}; "
           f"z_d parameter growth {memory['zd_parameter_growth_mb']:.3f} MiB")

@@ -98,7 +98,8 @@ def make_strategy(args, boundaries, seed: int):
 def detector(args) -> BoundaryDetectionPlugin:
     return BoundaryDetectionPlugin(
         z_threshold=args.z_threshold, buffer_size=args.buffer_size, window=args.buffer_window,
-        burn_in=args.burn_in, wait=args.wait, max_distributions=args.max_distributions, stats_horizon=args.stats_horizon, score=args.score,
+        burn_in=args.burn_in, wait=args.wait, max_distributions=args.max_distributions,
+        stats_horizon=args.stats_horizon, score=args.score,
     )
 
 

@@ -221,7 +221,8 @@ def test_boundary_scores_match_each_true_boundary_once_within_the_window():
 def test_task_free_benchmark_writes_detections_and_both_accuracies(data_root, tmp_path):
     out = tmp_path / "task_free.json"
     argv = ["--streams", "mnist_fashion", "--calibration-max-train-per-experience", "600", "--burn-in", "400",
-            "--wait", "400", "--max-test-per-experience", "100", "--hidden-dim", "64", "--lr", "3e-3", "--out", str(out)]
+            "--wait", "400", "--max-test-per-experience", "100", "--hidden-dim", "64", "--lr", "3e-3",
+            "--out", str(out)]
     assert _task_free_script().main(argv) == 0
     result = json.loads(out.read_text())
     stream = result["streams"]["mnist_fashion"]

@@ -77,7 +77,8 @@ def _fake_copy(root, name, files=RAW_FILES):
 
 def test_search_order_and_defaults(isolated_roots, monkeypatch):
     tmp = isolated_roots
-    assert dataset_roots("MNIST", tmp / "arg") == [tmp / "arg", tmp / "env", tmp / "shared", tmp / "avalanche" / "MNIST"]
+    assert dataset_roots("MNIST", tmp / "arg") == [tmp / "arg", tmp / "env", tmp / "shared",
+                                                    tmp / "avalanche" / "MNIST"]
     assert dataset_roots("MNIST", tmp / "env") == [tmp / "env", tmp / "shared", tmp / "avalanche" / "MNIST"]
     monkeypatch.delenv(ENV_VAR)
     (tmp / "shared").rmdir()  # the shared folder is searched only when it exists

@@ -1,8 +1,8 @@
 """LifelongVAEStrategy under Avalanche's DistributedHelper: 2 CPU processes (gloo), torch.multiprocessing.
 
-One run of 2 permuted-MNIST experiences (1000 training images each, 6 epochs) in 2 processes checks that: it trains; the student and the
-teacher are bit-identical across ranks after every experience (SHA-256 of all weights and buffers);
-the ranks replay different images; the pre-loaded loader shards every epoch as DistributedSampler
+One run of 2 permuted-MNIST experiences (1000 training images each, 6 epochs) in 2 processes checks that: it
+trains; the student and the teacher are bit-identical across ranks after every experience (SHA-256 of all weights
+and buffers); the ranks replay different images; the pre-loaded loader shards every epoch as DistributedSampler
 does; every rank reports the same test accuracy over the whole test set; and that accuracy is within
 0.02 of a single-process run with the same global batch. A NaN on one rank only stops both ranks, within a
 bounded time, with the same NonFiniteLossError naming the term and the iteration.
@@ -70,7 +70,8 @@ def _run(data_root, batch):
                             dataset_root=data_root, seed=0)
     model = LifelongVAE(hidden_dim=128)
     probe = Probe()
-    # examples/permuted_mnist.py's defaults (README): classification weight 100, posterior replay labels, z_c consistency
+    # examples/permuted_mnist.py's defaults (README): classification weight 100, posterior replay labels,
+    # z_c consistency
     strategy = LifelongVAEStrategy(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3),
                                    criterion=JointBoundLoss(100.0), replay_label_source="posterior",
                                    continuous_consistency_weight=1.0,

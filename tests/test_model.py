@@ -116,9 +116,8 @@ def test_grow_discrete_keeps_every_other_weight_and_output(classifier_input):
     z_c = torch.randn(4, 14)
     old_model = LifelongVAE(hidden_dim=32, discrete_dim=2, classifier_input=classifier_input).eval()
     old_model.load_state_dict(before)
-    assert torch.equal(
-        model.decoder(model.decoder_projection.continuous(z_c)), old_model.decoder(old_model.decoder_projection.continuous(z_c))
-    )
+    assert torch.equal(model.decoder(model.decoder_projection.continuous(z_c)),
+                       old_model.decoder(old_model.decoder_projection.continuous(z_c)))
     model.grow_discrete(k=2)
     assert model.discrete_dim == 5 and model(x).discrete_logits.shape == (6, 5)
 
@@ -197,7 +196,8 @@ def test_generation_prior_is_standard_normal_until_a_component_prior_is_set():
     # Growing keeps the fitted prior and gives the new component N(0, I).
     model.grow_discrete()
     assert torch.equal(model.component_loc[1], loc)
-    assert torch.equal(model.component_loc[2], torch.zeros(14)) and torch.equal(model.component_scale_tril[2], torch.eye(14))
+    assert torch.equal(model.component_loc[2], torch.zeros(14))
+    assert torch.equal(model.component_scale_tril[2], torch.eye(14))
 
 
 def test_set_component_prior_rejects_bad_input():

@@ -85,7 +85,8 @@ def test_teacher_swap_semantics_and_replay_shares(small_stream):
     for previous, record, k in [(first, second, 2), (second, third, 3)]:
         # The teacher is the student as it was trained on the previous experience, frozen.
         assert record["teacher_state"].keys() == previous["student_after"].keys()
-        assert all(torch.equal(record["teacher_state"][n], previous["student_after"][n]) for n in previous["student_after"])
+        assert all(torch.equal(record["teacher_state"][n], previous["student_after"][n])
+                   for n in previous["student_after"])
         assert record["teacher_frozen"]
         # z_d grew: one value per distribution seen, BatchNorm statistics reset.
         assert record["discrete_dim"] == k
@@ -350,7 +351,8 @@ def test_non_finite_loss_stops_training_and_leaves_the_teacher_intact(small_stre
 def test_strategy_rejects_bad_models_and_hyperparameters():
     with pytest.raises(ValueError, match="LifelongVAE"):
         LifelongVAEStrategy(model=torch.nn.Linear(2, 2), optimizer=None)
-    for kwargs, name in [(dict(consistency_weight=-1.0), "consistency_weight"), (dict(info_weight=float("nan")), "info_weight"),
+    for kwargs, name in [(dict(consistency_weight=-1.0), "consistency_weight"),
+                         (dict(info_weight=float("nan")), "info_weight"),
                          (dict(replay_size=0), "replay_size"), (dict(info_samples=-3), "info_samples"),
                          (dict(replay_label_source="true"), "label_source"),
                          (dict(replay_temperature=0.0), "temperature")]:

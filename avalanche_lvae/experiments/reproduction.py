@@ -153,7 +153,8 @@ def build_parser(prog: str, description: str, experiment: Experiment, default_ou
     p.add_argument("--max-test-per-experience", type=positive_int, default=None, metavar="N")
     p.add_argument("--fd-samples", type=positive_int, default=None, metavar="N",
                    help=f"generated images per Frechet distance (default {DEFAULT_FD_SAMPLES})")
-    p.add_argument("--batch-size", type=positive_int, default=256, help="training and evaluation minibatch (default 256)")
+    p.add_argument("--batch-size", type=positive_int, default=256,
+                   help="training and evaluation minibatch (default 256)")
     p.add_argument("--out-dir", default=default_out_dir, help="where the JSON and PNG go (default %(default)s)")
     p.add_argument("--dataset-root", default=None, help="folder holding MNIST/raw and FashionMNIST/raw")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")

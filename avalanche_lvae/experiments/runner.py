@@ -233,7 +233,8 @@ def run_strategy(name: str, benchmark, args, config: dict, n_classes: int, refer
         "frechet_distance_per_experience": progress["frechet"] if has_fd else None,
         "final_component_purity": progress["purity"][-1] if progress.get("purity") else None,
         "component_purity_per_experience": progress.get("purity") or None,
-        "final_component_purity_per_row": progress["purity_row_history"][-1] if progress.get("purity_row_history") else None,
+        "final_component_purity_per_row": (progress["purity_row_history"][-1]
+                                           if progress.get("purity_row_history") else None),
         "component_purity_per_row_per_experience": progress.get("purity_row_history"),
         "train_seconds": progress["train_seconds"],
         # Process-wide peak so far: it includes every strategy run before this one.

@@ -148,7 +148,8 @@ def quiet_generator_strategy(batch_size: int, epochs: int, device):
 PRESETS = {"default": ({}, {}), "paper": (PAPER_MODEL, PAPER_STRATEGY),
            "one_class": ({}, ONE_CLASS_PER_EXPERIENCE)}
 #: ``LifelongVAEStrategy`` argument of each lvae-only flag (the flag's namespace attribute).
-_LVAE_STRATEGY_FLAGS = dict(classification_weight="classification_weight", consistency_weight="consistency_weight", info_weight="info_weight",
+_LVAE_STRATEGY_FLAGS = dict(classification_weight="classification_weight", consistency_weight="consistency_weight",
+                            info_weight="info_weight",
                             continuous_consistency="continuous_consistency_weight",
                             replay_labels="replay_label_source", replay_mixing="replay_mixing",
                             replay_temperature="replay_temperature", component_prior="component_prior")
@@ -167,7 +168,8 @@ def lvae_settings(args) -> Tuple[dict, dict]:
     """
     preset_model, preset_strategy = PRESETS[getattr(args, "preset", "default")]
     model_kwargs = dict(preset_model)
-    model_kwargs.update({key: getattr(args, key) for key in ("arch", "continuous_dim") if getattr(args, key) is not None})
+    model_kwargs.update({key: getattr(args, key) for key in ("arch", "continuous_dim")
+                         if getattr(args, key) is not None})
     if args.replay_labels == "prior":  # replay labelled at the generating z needs the papers' classifier on z
         model_kwargs.update(PAPER_MODEL)
     strategy_kwargs = dict(preset_strategy)

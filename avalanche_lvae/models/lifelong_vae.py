@@ -109,7 +109,8 @@ class LifelongVAE(nn.Module):
                 f"min_temperature ({min_temperature}) must not exceed initial_temperature ({initial_temperature})."
             )
         self.temperature_anneal_rate = check_non_negative_float(temperature_anneal_rate, "temperature_anneal_rate")
-        self.temperature_anneal_interval = check_positive_int(temperature_anneal_interval, "temperature_anneal_interval")
+        self.temperature_anneal_interval = check_positive_int(temperature_anneal_interval,
+                                                              "temperature_anneal_interval")
 
         encoder_cls, decoder_cls = _ARCHITECTURES[arch]
         self.conv_width = check_positive_int(conv_width, "conv_width")

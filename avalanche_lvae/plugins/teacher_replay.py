@@ -197,11 +197,13 @@ class TeacherReplayPlugin(SupervisedPlugin, supports_distributed=True):
         x = self._append(strategy, teacher, replay_size, past)
         current_share = 1.0 / (past + 1)
         strategy.mb_sample_weights = torch.cat(
-            [x.new_full((num_real,), current_share / num_real), x.new_full((replay_size,), (1 - current_share) / replay_size)]
+            [x.new_full((num_real,), current_share / num_real),
+             x.new_full((replay_size,), (1 - current_share) / replay_size)]
         )
 
     def _append(self, strategy, teacher, replay_size: int, past: int) -> torch.Tensor:
-        """Append ``replay_size`` teacher samples (images, labels, task labels) to the minibatch; return the real images."""
+        """Append ``replay_size`` teacher samples (images, labels, task labels) to the minibatch; return the real
+        images."""
         x, y = strategy.mbatch[0], strategy.mbatch[1]
         num_real = x.shape[0]
         with torch.no_grad():
