@@ -219,7 +219,9 @@ def results_document() -> str:
     lines += ["", "## Leaderboard: Avalanche's strategies and lvae", "",
               "Avalanche's strategies on an MLP (2 x 512) and `LifelongVAEStrategy` with the library's defaults "
               "unless the entry says otherwise, evaluated on every test set after the last experience; "
-              f"hyperparameters in `benchmarks/leaderboard.py`; data in {', '.join(f'`{b}`' for b in boards)}.",
+              f"hyperparameters in `benchmarks/leaderboard.py`; data in {', '.join(f'`{b}`' for b in boards)}. "
+              "Training seconds are of one thread per run (`OMP_NUM_THREADS=1`), but for the run with 384 replayed "
+              "rows, which had two.",
               ""] + leaderboard_tables(boards)
     listed = set(boards)
     for name, title, blurb, render in SECTIONS:
