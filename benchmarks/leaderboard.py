@@ -71,6 +71,7 @@ import sys
 import time
 import warnings
 
+import torch
 from torch.optim import SGD, Adam
 
 from avalanche_lvae.avalanche_fixes import synaptic_intelligence_weight_copies
@@ -402,7 +403,8 @@ def main(argv=None) -> int:
     stem = os.path.join(args.out_dir, "leaderboard" + ("_quick" if args.quick else ""))
     os.makedirs(args.out_dir, exist_ok=True)
     write_json_atomic(stem + ".json", dict(command=command, overrides=overrides, entries=results,
-                                           wall_seconds=time.perf_counter() - started))
+                                           wall_seconds=time.perf_counter() - started,
+                                           torch_threads=torch.get_num_threads()))  # the train seconds' context
     with open(stem + ".md.tmp", "w") as f:
         f.write(table)
     os.replace(stem + ".md.tmp", stem + ".md")

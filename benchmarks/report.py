@@ -68,7 +68,9 @@ def leaderboard_tables(files: Sequence[str], streams: Optional[Sequence[str]] = 
             n_experiences, *protocol = _protocol(entry, data.get("overrides", {}))
             if stream == "pmnist" and n_experiences != 5:
                 stream = f"pmnist{n_experiences}"
-            groups.setdefault((stream, *protocol), {})[strategy] = (entry, data["command"])
+            threads = data.get("torch_threads", 1)  # older runs: one, as leaderboard.py's usage runs them
+            run = f"`{data['command']}`" + (f" ({threads} threads)" if threads != 1 else "")
+            groups.setdefault((stream, *protocol), {})[strategy] = (entry, run)
     lines: List[str] = []
     order = {key: i for i, key in enumerate(groups)}  # a later run breaks a tie: the newest protocol
     for stream in streams or sorted({key[0] for key in groups}):
@@ -76,16 +78,16 @@ def leaderboard_tables(files: Sequence[str], streams: Optional[Sequence[str]] = 
                       key=lambda key: (-len(groups[key]), key[3], -order[key]))
         for key in keys[:1] if largest_only else keys:
             rows, sources = [], {}
-            for strategy, (entry, command) in groups[key].items():
-                sources.setdefault(command, len(sources) + 1)
+            for strategy, (entry, run) in groups[key].items():
+                sources.setdefault(run, len(sources) + 1)
                 rows.append([strategy, fmt(entry["final_avg_accuracy"], 3), fmt(entry["final_avg_forgetting"], 3),
-                             fmt(entry["train_seconds"], 0), str(sources[command])])
+                             fmt(entry["train_seconds"], 0), str(sources[run])])
             protocol = f", {key[1]} epochs, batch {key[2]}" if key[1] is not None else ""
             protocol += f", seed {key[3]}" if key[3] else ""
             protocol += "".join(f", {TABLE_OVERRIDES[name]} {value:g}" for name, value in key[4])
             lines += ["", f"**{LEADERBOARD_STREAMS.get(stream, stream)}{protocol}**", ""]
             lines += table(["strategy", "final avg accuracy", "average forgetting", "train s", "run"], rows)
-            lines += [""] + [f"Run {number}: `{command}`" for command, number in sources.items()]
+            lines += [""] + [f"Run {number}: {run}" for run, number in sources.items()]
     return lines[1:]
 
 
@@ -220,8 +222,8 @@ def results_document() -> str:
               "Avalanche's strategies on an MLP (2 x 512) and `LifelongVAEStrategy` with the library's defaults "
               "unless the entry says otherwise, evaluated on every test set after the last experience; "
               f"hyperparameters in `benchmarks/leaderboard.py`; data in {', '.join(f'`{b}`' for b in boards)}. "
-              "Training seconds are of one thread per run (`OMP_NUM_THREADS=1`), but for the run with 384 replayed "
-              "rows, which had two.",
+              "Training seconds are of one thread (`OMP_NUM_THREADS=1`) unless a run's line gives more; the run "
+              "with 384 replayed rows had two, which its JSON does not record.",
               ""] + leaderboard_tables(boards)
     listed = set(boards)
     for name, title, blurb, render in SECTIONS:

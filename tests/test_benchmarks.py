@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from avalanche_lvae.avalanche_fixes import synaptic_intelligence_weight_copies
 from avalanche_lvae.experiments.seed_summary import summarize
@@ -194,6 +195,7 @@ def test_leaderboard_writes_one_row_per_entry(data_root, tmp_path):
     assert payload["entries"]["lvae_smnist"]["args"]["train_mb_size"] == 128
     assert payload["entries"]["ewc_smnist"]["args"]["drop_rate"] == 0.0
     assert {entry["args"]["learning_rate"] for entry in payload["entries"].values()} == {0.002}
+    assert payload["torch_threads"] == torch.get_num_threads()  # the context of its training seconds
 
 
 def test_leaderboard_rejects_unknown_entries_and_hyperparameters(tmp_path, capsys):

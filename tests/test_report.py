@@ -78,3 +78,18 @@ def test_an_overridden_hyperparameter_gets_its_own_table(tmp_path, monkeypatch, 
     text = "\n".join(report.leaderboard_tables(report.leaderboard_files()))
     assert "| lvae | 0.910 |" in text and "| lvae | 0.920 |" in text
     assert f"**Permuted MNIST, 5 experiences, {heading}**" in text
+
+
+def test_a_leaderboard_run_line_gives_its_thread_count_when_not_one(tmp_path, monkeypatch):
+    report = import_report()
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    entry = '"%s_pmnist": {"final_avg_accuracy": 0.9, "final_avg_forgetting": 0.01, "train_seconds": 1.0}'
+    for name, threads in (("naive", 1), ("ewc", 2)):
+        (tmp_path / f"leaderboard_{name}.json").write_text(
+            '{"command": "run %s", "overrides": {}, "torch_threads": %d, "entries": {%s}}'
+            % (name, threads, entry % name))
+    (tmp_path / "leaderboard_lwf.json").write_text(
+        '{"command": "run lwf", "overrides": {}, "entries": {%s}}' % (entry % "lwf"))  # recorded no count
+    text = "\n".join(report.leaderboard_tables(report.leaderboard_files()))
+    assert "Run 1: `run ewc` (2 threads)" in text
+    assert "Run 2: `run lwf`\n" in text + "\n" and "Run 3: `run naive`\n" in text + "\n"
