@@ -21,6 +21,8 @@ from avalanche_lvae.experiments.reproduction import STREAM_SEED
 from avalanche_lvae.experiments.runner import ACC_STREAM, FORGETTING, metric_value
 from avalanche_lvae.experiments.strategies import quiet_generator_strategy
 
+ACC_EXPERIENCE = "Top1_Acc_Exp/eval_phase/test_stream/"
+
 # Shared by every entry; an entry's dict may override them, override_args may override anything.
 BASE_ARGS = dict(seed=0, n_experiences=5, max_train_per_experience=None, max_test_per_experience=None,
                  dataset_root=None, device="cpu", eval_mb_size=1024)
@@ -146,17 +148,21 @@ def train_and_evaluate(strategy, benchmark, args) -> dict:
 
     Returns ``final_avg_accuracy`` (``Top1_Acc_Stream`` over all test sets),
     ``final_avg_forgetting`` (``StreamForgetting``), ``train_seconds`` (inside
-    ``strategy.train`` only), ``args`` and ``metrics`` (every value of the last eval).
+    ``strategy.train`` only), ``accuracy_after_each_experience`` (row i: the
+    accuracy on test sets 0..i after training experience i, so that forgetting
+    can be followed boundary by boundary), ``args`` and ``metrics`` (every
+    value of the last eval).
     """
-    train_seconds = 0.0
+    train_seconds, accuracy_rows = 0.0, []
     for i, experience in enumerate(benchmark.train_stream):
         started = time.perf_counter()
         strategy.train(experience)
         train_seconds += time.perf_counter() - started
         metrics = strategy.eval(benchmark.test_stream[: i + 1])
+        accuracy_rows.append([metric_value(metrics, ACC_EXPERIENCE, f"/Exp{j:03d}") for j in range(i + 1)])
     return dict(final_avg_accuracy=metric_value(metrics, ACC_STREAM),
                 final_avg_forgetting=metric_value(metrics, FORGETTING),
-                train_seconds=train_seconds, args=vars(args),
+                train_seconds=train_seconds, accuracy_after_each_experience=accuracy_rows, args=vars(args),
                 metrics={k: float(v) for k, v in metrics.items()})
 
 
