@@ -109,7 +109,8 @@ QUICK_OVERRIDES = dict(epochs=1, max_train_per_experience=500, max_test_per_expe
 # The hyperparameters that only some entries hold, each with those entries: its flag may name no other entry.
 _WEIGHTED_LVAE = ("lvae_pmnist", "lvae_large_pmnist", "lvae_sfmnist")
 ENTRY_OVERRIDES = {"classification_weight": _WEIGHTED_LVAE, "continuous_consistency_weight": _WEIGHTED_LVAE,
-                   "continuous_dim": ("lvae_large_pmnist",), "replay_size": ("lvae_large_pmnist",)}
+                   "continuous_dim": ("lvae_large_pmnist",), "replay_size": ("lvae_large_pmnist",),
+                   "reset_optimizer_state": ("lvae_large_pmnist",), "component_prior": ("lvae_large_pmnist",)}
 
 
 def entry(function):
@@ -255,6 +256,8 @@ def lvae_large_pmnist(override_args=None):
         return inspect.signature(api).parameters[name].default
 
     args = create_default_args(dict(_ADAM_MLP, classification_weight=100.0, replay_size=None,
+                                    reset_optimizer_state=library_default(LifelongVAEStrategy, "reset_optimizer_state"),
+                                    component_prior=library_default(LifelongVAEStrategy, "component_prior"),
                                     continuous_dim=library_default(LifelongVAE, "continuous_dim"),
                                     continuous_consistency_weight=library_default(
                                         LifelongVAEStrategy, "continuous_consistency_weight")), override_args)
@@ -263,6 +266,8 @@ def lvae_large_pmnist(override_args=None):
     strategy = LifelongVAEStrategy(model=model, optimizer=Adam(model.parameters(), lr=args.learning_rate),
                                    replay_mixing="loss_weights",
                                    replay_size=args.replay_size or 2 * args.train_mb_size,
+                                   reset_optimizer_state=args.reset_optimizer_state,
+                                   component_prior=args.component_prior,
                                    classification_weight=args.classification_weight,
                                    continuous_consistency_weight=args.continuous_consistency_weight,
                                    **common.strategy_kwargs(args))
@@ -331,6 +336,13 @@ def lvae_sfmnist(override_args=None):
 
 
 # --------------------------------------------------------------------------- command line
+def true_or_false(text: str) -> bool:
+    """``true`` or ``false`` (any case) as a bool, for a switch that an override may turn either way."""
+    if text.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() == "true"
+
+
 def build_parser():
     p = OneLineErrorParser(prog="leaderboard.py", description=__doc__.splitlines()[0],
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -351,6 +363,10 @@ def build_parser():
                    help="override the weight of the consistency KL on z_c of the lifelong VAE entries that set one")
     p.add_argument("--replay-size", type=positive_int, default=None,
                    help="override the replayed rows per minibatch of lvae_large_pmnist (twice the batch size)")
+    p.add_argument("--reset-optimizer-state", type=true_or_false, default=None, metavar="{true,false}",
+                   help="override whether lvae_large_pmnist clears Adam's moments when a new distribution starts")
+    p.add_argument("--component-prior", choices=("standard", "fitted"), default=None,
+                   help="override how lvae_large_pmnist draws z_c of a generated row (N(0, I) or fitted)")
     p.add_argument("--max-train-per-experience", type=positive_int, default=None, metavar="N")
     p.add_argument("--max-test-per-experience", type=positive_int, default=None, metavar="N")
     p.add_argument("--out-dir", default=DEFAULT_OUT_DIR)
