@@ -27,7 +27,12 @@ replay-through-feedback's balance: its ELBO is averaged over the 784 pixels,
 its classification loss is not); ``--continuous-dim`` the size of
 ``lvae_large_pmnist``'s z_c (``*_zc100/``: replay-through-feedback's 100)
 and ``--continuous-consistency-weight`` the weight of the consistency KL on
-z_c of the entries with a classification weight (``*_cc10/``: 10).
+z_c of the entries with a classification weight (``*_cc10/``: 10). Three more
+override ``lvae_large_pmnist`` alone: ``--replay-size``, its replayed rows per
+minibatch (``*_r384/``: 384); ``--reset-optimizer-state false``, which keeps
+Adam's moments across the teacher swap as replay-through-feedback's single
+optimizer does (``*_keep_adam/``); ``--component-prior fitted``, its z_c prior
+for generation (``*_fitted/``).
 
 The lifelong VAE's entries: ``lvae_pmnist``, ``LifelongVAEStrategy`` over
 ``LifelongVAE(discrete_dim=1)`` (hidden 512, 2 layers, as the MLP) with the
