@@ -27,12 +27,11 @@ replay-through-feedback's balance: its ELBO is averaged over the 784 pixels,
 its classification loss is not); ``--continuous-dim`` the size of
 ``lvae_large_pmnist``'s z_c (``*_zc100/``: replay-through-feedback's 100)
 and ``--continuous-consistency-weight`` the weight of the consistency KL on
-z_c of the entries with a classification weight (``*_cc10/``: 10). Three more
+z_c of the entries with a classification weight (``*_cc10/``: 10). Two more
 override ``lvae_large_pmnist`` alone: ``--replay-size``, its replayed rows per
-minibatch (``*_r384/``: 384); ``--reset-optimizer-state false``, which keeps
-Adam's moments across the teacher swap as replay-through-feedback's single
-optimizer does (``*_keep_adam/``); ``--component-prior fitted``, its z_c prior
-for generation (``*_fitted/``).
+minibatch (``*_r384/``: 384), and ``--reset-optimizer-state false``, which
+keeps Adam's moments across the teacher swap as replay-through-feedback's
+single optimizer does (``*_keep_adam/``).
 
 The lifelong VAE's entries: ``lvae_pmnist``, ``LifelongVAEStrategy`` over
 ``LifelongVAE(discrete_dim=1)`` (hidden 512, 2 layers, as the MLP) with the
@@ -115,7 +114,7 @@ QUICK_OVERRIDES = dict(epochs=1, max_train_per_experience=500, max_test_per_expe
 _WEIGHTED_LVAE = ("lvae_pmnist", "lvae_large_pmnist", "lvae_sfmnist")
 ENTRY_OVERRIDES = {"classification_weight": _WEIGHTED_LVAE, "continuous_consistency_weight": _WEIGHTED_LVAE,
                    "continuous_dim": ("lvae_large_pmnist",), "replay_size": ("lvae_large_pmnist",),
-                   "reset_optimizer_state": ("lvae_large_pmnist",), "component_prior": ("lvae_large_pmnist",)}
+                   "reset_optimizer_state": ("lvae_large_pmnist",)}
 
 
 def entry(function):
@@ -262,7 +261,6 @@ def lvae_large_pmnist(override_args=None):
 
     args = create_default_args(dict(_ADAM_MLP, classification_weight=100.0, replay_size=None,
                                     reset_optimizer_state=library_default(LifelongVAEStrategy, "reset_optimizer_state"),
-                                    component_prior=library_default(LifelongVAEStrategy, "component_prior"),
                                     continuous_dim=library_default(LifelongVAE, "continuous_dim"),
                                     continuous_consistency_weight=library_default(
                                         LifelongVAEStrategy, "continuous_consistency_weight")), override_args)
@@ -272,7 +270,6 @@ def lvae_large_pmnist(override_args=None):
                                    replay_mixing="loss_weights",
                                    replay_size=args.replay_size or 2 * args.train_mb_size,
                                    reset_optimizer_state=args.reset_optimizer_state,
-                                   component_prior=args.component_prior,
                                    classification_weight=args.classification_weight,
                                    continuous_consistency_weight=args.continuous_consistency_weight,
                                    **common.strategy_kwargs(args))
@@ -370,8 +367,6 @@ def build_parser():
                    help="override the replayed rows per minibatch of lvae_large_pmnist (twice the batch size)")
     p.add_argument("--reset-optimizer-state", type=true_or_false, default=None, metavar="{true,false}",
                    help="override whether lvae_large_pmnist clears Adam's moments when a new distribution starts")
-    p.add_argument("--component-prior", choices=("standard", "fitted"), default=None,
-                   help="override how lvae_large_pmnist draws z_c of a generated row (N(0, I) or fitted)")
     p.add_argument("--max-train-per-experience", type=positive_int, default=None, metavar="N")
     p.add_argument("--max-test-per-experience", type=positive_int, default=None, metavar="N")
     p.add_argument("--out-dir", default=DEFAULT_OUT_DIR)

@@ -38,8 +38,7 @@ def load(name: str) -> dict:
 # Adam learning rates, classification weights), so only an override splits a table.
 TABLE_OVERRIDES = {"learning_rate": "learning rate", "classification_weight": "classification weight",
                    "continuous_dim": "z_c dimensions", "continuous_consistency_weight": "z_c consistency weight",
-                   "replay_size": "replayed rows", "reset_optimizer_state": "optimizer-state reset",
-                   "component_prior": "z_c prior"}
+                   "replay_size": "replayed rows", "reset_optimizer_state": "optimizer-state reset"}
 
 
 def _protocol(entry: dict, overrides: dict) -> tuple:
@@ -51,10 +50,8 @@ def _protocol(entry: dict, overrides: dict) -> tuple:
 
 
 def _override_value(value) -> str:
-    """An override's value in a table's heading: on or off for a switch, a number or a name as it is."""
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    return value if isinstance(value, str) else f"{value:g}"
+    """An override's value in a table's heading: on or off for a switch, the number otherwise."""
+    return ("on" if value else "off") if isinstance(value, bool) else f"{value:g}"
 
 
 def leaderboard_tables(files: Sequence[str], streams: Optional[Sequence[str]] = None,

@@ -72,8 +72,8 @@ class TeacherSwapPlugin(SupervisedPlugin, supports_distributed=True):
         distribution (``LifelongVAE.grow_discrete``, if ``grow_discrete``);
         (3) reset the student's BatchNorm running statistics and, with
         ``reset_optimizer_state``, the optimizer's state (Adam's moments, App.
-        9.3), rebuilding the optimizer so that it holds the grown layers; (4) count the distribution in
-        ``strategy.past_distributions``. Callable from any callback, e.g. when
+        9.3), rebuilding the optimizer so that it holds the grown layers; (4)
+        count the distribution in ``strategy.past_distributions``. Callable from any callback, e.g. when
         a boundary is detected in the middle of an experience
         (:class:`~avalanche_lvae.plugins.BoundaryDetectionPlugin`).
         """
