@@ -94,9 +94,6 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
             Tolias 2018, uses T = 2). Default 2; None gives the papers'
             cross-entropy against the teacher's probabilities.
         grow_discrete: add one z_d value per experience (default True).
-        reset_optimizer_state: clear the optimizer's state (Adam's moments)
-            when a new distribution starts (default True, LGM App. 9.3); False
-            keeps the moments of the parameters the swap leaves unchanged.
         info_samples: prior samples per iteration for L_I (default ``train_mb_size // 4``).
         reverse_kl: reverse (default) or forward consistency KL.
         continuous_consistency_weight: weight of the Gaussian consistency KL on
@@ -144,7 +141,6 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
         replay_temperature: float = 1.0,
         distillation_temperature: Optional[float] = 2.0,
         grow_discrete: bool = True,
-        reset_optimizer_state: bool = True,
         info_samples: Optional[int] = None,
         reverse_kl: bool = True,
         continuous_consistency_weight: float = 1.0,
@@ -156,10 +152,9 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
         **kwargs,
     ):
         if boundaries == "detected":
-            boundaries = BoundaryDetectionPlugin(grow_discrete=grow_discrete,
-                                                 reset_optimizer_state=reset_optimizer_state)
+            boundaries = BoundaryDetectionPlugin(grow_discrete=grow_discrete)
         if boundaries == "given":
-            boundaries = TeacherSwapPlugin(grow_discrete=grow_discrete, reset_optimizer_state=reset_optimizer_state)
+            boundaries = TeacherSwapPlugin(grow_discrete=grow_discrete)
         elif not isinstance(boundaries, BoundaryDetectionPlugin):
             raise ValueError(
                 f'boundaries must be "given", "detected" or a BoundaryDetectionPlugin, got {boundaries!r}.')

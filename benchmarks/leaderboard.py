@@ -27,11 +27,7 @@ replay-through-feedback's balance: its ELBO is averaged over the 784 pixels,
 its classification loss is not); ``--continuous-dim`` the size of
 ``lvae_large_pmnist``'s z_c (``*_zc100/``: replay-through-feedback's 100)
 and ``--continuous-consistency-weight`` the weight of the consistency KL on
-z_c of the entries with a classification weight (``*_cc10/``: 10). Two more
-override ``lvae_large_pmnist`` alone: ``--replay-size``, its replayed rows per
-minibatch (``*_r384/``: 384), and ``--reset-optimizer-state false``, which
-keeps Adam's moments across the teacher swap as replay-through-feedback's
-single optimizer does (``*_keep_adam/``).
+z_c of the entries with a classification weight (``*_cc10/``: 10).
 
 The lifelong VAE's entries: ``lvae_pmnist``, ``LifelongVAEStrategy`` over
 ``LifelongVAE(discrete_dim=1)`` (hidden 512, 2 layers, as the MLP) with the
@@ -113,8 +109,7 @@ QUICK_OVERRIDES = dict(epochs=1, max_train_per_experience=500, max_test_per_expe
 # The hyperparameters that only some entries hold, each with those entries: its flag may name no other entry.
 _WEIGHTED_LVAE = ("lvae_pmnist", "lvae_large_pmnist", "lvae_sfmnist")
 ENTRY_OVERRIDES = {"classification_weight": _WEIGHTED_LVAE, "continuous_consistency_weight": _WEIGHTED_LVAE,
-                   "continuous_dim": ("lvae_large_pmnist",), "replay_size": ("lvae_large_pmnist",),
-                   "reset_optimizer_state": ("lvae_large_pmnist",)}
+                   "continuous_dim": ("lvae_large_pmnist",), "replay_size": ("lvae_large_pmnist",)}
 
 
 def entry(function):
@@ -260,7 +255,6 @@ def lvae_large_pmnist(override_args=None):
         return inspect.signature(api).parameters[name].default
 
     args = create_default_args(dict(_ADAM_MLP, classification_weight=100.0, replay_size=None,
-                                    reset_optimizer_state=library_default(LifelongVAEStrategy, "reset_optimizer_state"),
                                     continuous_dim=library_default(LifelongVAE, "continuous_dim"),
                                     continuous_consistency_weight=library_default(
                                         LifelongVAEStrategy, "continuous_consistency_weight")), override_args)
@@ -269,7 +263,6 @@ def lvae_large_pmnist(override_args=None):
     strategy = LifelongVAEStrategy(model=model, optimizer=Adam(model.parameters(), lr=args.learning_rate),
                                    replay_mixing="loss_weights",
                                    replay_size=args.replay_size or 2 * args.train_mb_size,
-                                   reset_optimizer_state=args.reset_optimizer_state,
                                    classification_weight=args.classification_weight,
                                    continuous_consistency_weight=args.continuous_consistency_weight,
                                    **common.strategy_kwargs(args))
@@ -338,13 +331,6 @@ def lvae_sfmnist(override_args=None):
 
 
 # --------------------------------------------------------------------------- command line
-def true_or_false(text: str) -> bool:
-    """``true`` or ``false`` (any case) as a bool, for a switch that an override may turn either way."""
-    if text.lower() not in ("true", "false"):
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-    return text.lower() == "true"
-
-
 def build_parser():
     p = OneLineErrorParser(prog="leaderboard.py", description=__doc__.splitlines()[0],
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -365,8 +351,6 @@ def build_parser():
                    help="override the weight of the consistency KL on z_c of the lifelong VAE entries that set one")
     p.add_argument("--replay-size", type=positive_int, default=None,
                    help="override the replayed rows per minibatch of lvae_large_pmnist (twice the batch size)")
-    p.add_argument("--reset-optimizer-state", type=true_or_false, default=None, metavar="{true,false}",
-                   help="override whether lvae_large_pmnist clears Adam's moments when a new distribution starts")
     p.add_argument("--max-train-per-experience", type=positive_int, default=None, metavar="N")
     p.add_argument("--max-test-per-experience", type=positive_int, default=None, metavar="N")
     p.add_argument("--out-dir", default=DEFAULT_OUT_DIR)

@@ -38,7 +38,7 @@ def load(name: str) -> dict:
 # Adam learning rates, classification weights), so only an override splits a table.
 TABLE_OVERRIDES = {"learning_rate": "learning rate", "classification_weight": "classification weight",
                    "continuous_dim": "z_c dimensions", "continuous_consistency_weight": "z_c consistency weight",
-                   "replay_size": "replayed rows", "reset_optimizer_state": "optimizer-state reset"}
+                   "replay_size": "replayed rows"}
 
 
 def _protocol(entry: dict, overrides: dict) -> tuple:
@@ -47,11 +47,6 @@ def _protocol(entry: dict, overrides: dict) -> tuple:
     args = entry.get("args", {})
     return (args.get("n_experiences", 5), args.get("epochs"), args.get("train_mb_size"), args.get("seed", 0),
             tuple((key, overrides[key]) for key in TABLE_OVERRIDES if key in overrides))
-
-
-def _override_value(value) -> str:
-    """An override's value in a table's heading: on or off for a switch, the number otherwise."""
-    return ("on" if value else "off") if isinstance(value, bool) else f"{value:g}"
 
 
 def leaderboard_tables(files: Sequence[str], streams: Optional[Sequence[str]] = None,
@@ -89,7 +84,7 @@ def leaderboard_tables(files: Sequence[str], streams: Optional[Sequence[str]] = 
                              fmt(entry["train_seconds"], 0), str(sources[run])])
             protocol = f", {key[1]} epochs, batch {key[2]}" if key[1] is not None else ""
             protocol += f", seed {key[3]}" if key[3] else ""
-            protocol += "".join(f", {TABLE_OVERRIDES[name]} {_override_value(value)}" for name, value in key[4])
+            protocol += "".join(f", {TABLE_OVERRIDES[name]} {value:g}" for name, value in key[4])
             lines += ["", f"**{LEADERBOARD_STREAMS.get(stream, stream)}{protocol}**", ""]
             lines += table(["strategy", "final avg accuracy", "average forgetting", "train s", "run"], rows)
             lines += [""] + [f"Run {number}: {run}" for run, number in sources.items()]

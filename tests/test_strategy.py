@@ -103,44 +103,6 @@ def test_teacher_swap_semantics_and_replay_shares(small_stream):
     assert [len(c) for k, c in recorder.replay_components if k == 1][0] == 32
 
 
-class AdamMoments(SupervisedPlugin):
-    """Adam's first moment of each named parameter at the end of an experience and at the next one's first step."""
-
-    def __init__(self):
-        super().__init__()
-        self.at_end, self.at_next_start = [], None
-
-    def _moments(self, strategy):  # copies: Adam updates its moments in place
-        state = strategy.optimizer.state
-        return {name: (p.shape, state[p]["exp_avg"].clone() if "exp_avg" in state.get(p, {}) else None)
-                for name, p in strategy.model.named_parameters()}
-
-    def after_training_exp(self, strategy, **kwargs):
-        self.at_end.append(self._moments(strategy))
-
-    def before_training_iteration(self, strategy, **kwargs):
-        if self.at_next_start is None and len(self.at_end) == 1:
-            self.at_next_start = self._moments(strategy)
-
-
-def test_keeping_the_optimizer_state_carries_adams_moments_across_the_swap(small_stream):
-    RNGManager.set_random_seeds(0)
-    moments = AdamMoments()
-    strategy = _strategy(plugins=[moments], reset_optimizer_state=False)
-    for exp in small_stream.train_stream[:2]:
-        strategy.train(exp)
-    at_end = moments.at_end[0]
-    grown = [name for name, (shape, _) in moments.at_next_start.items() if shape != at_end[name][0]]
-    assert grown  # z_d grew: the layers that read or emit it are new parameters
-    for name, (shape, moment) in moments.at_next_start.items():
-        if name in grown:
-            assert moment is None  # a grown layer starts afresh
-        else:
-            assert torch.equal(moment, at_end[name][1])
-    with pytest.raises(ValueError, match="reset_optimizer_state"):
-        _strategy(reset_optimizer_state="no")
-
-
 def test_strategy_builds_its_criterion_from_classification_weight(small_stream):
     assert _strategy()._criterion.classification_weight == LifelongVAEStrategy.DEFAULT_CLASSIFICATION_WEIGHT
     assert _strategy(classification_weight=3.0)._criterion.classification_weight == 3.0

@@ -7,7 +7,7 @@ import torch
 from avalanche.core import SupervisedPlugin
 
 from ..losses import negative_joint_bound
-from ..validation import check_positive_float, check_positive_int
+from ..validation import check_bool, check_positive_float, check_positive_int
 from .teacher_swap import TeacherSwapPlugin, check_lifelong_model
 
 __all__ = ["BoundaryDetectionPlugin", "Detection"]
@@ -112,8 +112,6 @@ class BoundaryDetectionPlugin(SupervisedPlugin):
 
     Args:
         grow_discrete: grow z_d by one value at each accepted detection.
-        reset_optimizer_state: clear the optimizer's state at each swap
-            (:class:`TeacherSwapPlugin`).
         z_threshold: a row is poorly explained above this z-score (default 3).
         buffer_size: poorly explained rows that trigger a decision (CURL: 100).
         window: buffered rows older than this many incoming rows are dropped
@@ -143,10 +141,9 @@ class BoundaryDetectionPlugin(SupervisedPlugin):
         buffer_passes: int = 2,
         score: str = "joint",
         min_std: float = 1.0,
-        reset_optimizer_state: bool = True,
     ):
         super().__init__()
-        self.swap = TeacherSwapPlugin(grow_discrete=grow_discrete, reset_optimizer_state=reset_optimizer_state)
+        self.swap = TeacherSwapPlugin(grow_discrete=check_bool(grow_discrete, "grow_discrete"))
         self.z_threshold = check_positive_float(z_threshold, "z_threshold")
         self.buffer_size = check_positive_int(buffer_size, "buffer_size")
         self.window = check_positive_int(window, "window")

@@ -40,16 +40,11 @@ class TeacherSwapPlugin(SupervisedPlugin, supports_distributed=True):
     Args:
         grow_discrete: add one z_d value per new distribution (the lifelong
             model); False keeps the size the model was built with.
-        reset_optimizer_state: clear the optimizer's state at the swap (LGM
-            App. 9.3, default); False keeps Adam's moments of every parameter
-            the swap leaves unchanged, as replay-through-feedback's single
-            optimizer does (the grown z_d layers always start afresh).
     """
 
-    def __init__(self, grow_discrete: bool = True, reset_optimizer_state: bool = True):
+    def __init__(self, grow_discrete: bool = True):
         super().__init__()
         self.grow_discrete = check_bool(grow_discrete, "grow_discrete")
-        self.reset_optimizer_state = check_bool(reset_optimizer_state, "reset_optimizer_state")
         self._experience = None  # (stream name, index) of the experience the student trains on
 
     def before_training_exp(self, strategy, **kwargs):
@@ -70,10 +65,10 @@ class TeacherSwapPlugin(SupervisedPlugin, supports_distributed=True):
         ``requires_grad=False`` -- the previous teacher is dropped, so exactly
         one exists; (2) grow the student's z_d by one value for the new
         distribution (``LifelongVAE.grow_discrete``, if ``grow_discrete``);
-        (3) reset the student's BatchNorm running statistics and, with
-        ``reset_optimizer_state``, the optimizer's state (Adam's moments, App.
-        9.3), rebuilding the optimizer so that it holds the grown layers; (4)
-        count the distribution in ``strategy.past_distributions``. Callable from any callback, e.g. when
+        (3) reset the student's BatchNorm running statistics and the
+        optimizer's state (Adam's moments, App. 9.3), rebuilding the optimizer
+        so that it holds the grown layers; (4) count the distribution in
+        ``strategy.past_distributions``. Callable from any callback, e.g. when
         a boundary is detected in the middle of an experience
         (:class:`~avalanche_lvae.plugins.BoundaryDetectionPlugin`).
         """
@@ -88,8 +83,8 @@ class TeacherSwapPlugin(SupervisedPlugin, supports_distributed=True):
             if isinstance(module, _BatchNorm):
                 module.reset_running_stats()
         # The grown layers are new Parameters: Avalanche's make_optimizer maps
-        # them by name (with fresh state); reset_optimizer_state clears the other moments too.
-        strategy.make_optimizer(reset_optimizer_state=self.reset_optimizer_state)
+        # them by name; reset_optimizer_state clears Adam's moments.
+        strategy.make_optimizer(reset_optimizer_state=True)
 
 
 def check_lifelong_model(strategy, who: str) -> None:
