@@ -18,10 +18,8 @@ from torch.nn import CrossEntropyLoss
 from torch.optim import Adam
 
 from avalanche_lvae.experiments.reproduction import STREAM_SEED
-from avalanche_lvae.experiments.runner import ACC_STREAM, FORGETTING, metric_value
+from avalanche_lvae.experiments.runner import ACC_STREAM, FORGETTING, accuracy_row, metric_value
 from avalanche_lvae.experiments.strategies import quiet_generator_strategy
-
-ACC_EXPERIENCE = "Top1_Acc_Exp/eval_phase/test_stream/"
 
 # Shared by every entry; an entry's dict may override them, override_args may override anything.
 BASE_ARGS = dict(seed=0, n_experiences=5, max_train_per_experience=None, max_test_per_experience=None,
@@ -159,7 +157,7 @@ def train_and_evaluate(strategy, benchmark, args) -> dict:
         strategy.train(experience)
         train_seconds += time.perf_counter() - started
         metrics = strategy.eval(benchmark.test_stream[: i + 1])
-        accuracy_rows.append([metric_value(metrics, ACC_EXPERIENCE, f"/Exp{j:03d}") for j in range(i + 1)])
+        accuracy_rows.append(accuracy_row(metrics, i + 1))
     return dict(final_avg_accuracy=metric_value(metrics, ACC_STREAM),
                 final_avg_forgetting=metric_value(metrics, FORGETTING),
                 train_seconds=train_seconds, accuracy_after_each_experience=accuracy_rows, args=vars(args),

@@ -34,8 +34,8 @@ from . import distributed_run
 from .checkpoints import StrategyCheckpoints, resume_config
 from .strategies import make_strategy
 
-__all__ = ["run_strategy", "new_progress", "metric_value", "CRASH_ENV_VAR", "CRASH_EXIT_CODE", "ACC_STREAM",
-           "ACC_EXP", "FORGETTING", "NEG_ELBO", "FRECHET", "PURITY"]
+__all__ = ["run_strategy", "new_progress", "metric_value", "accuracy_row", "CRASH_ENV_VAR", "CRASH_EXIT_CODE",
+           "ACC_STREAM", "ACC_EXP", "FORGETTING", "NEG_ELBO", "FRECHET", "PURITY"]
 
 CRASH_ENV_VAR = "LVAE_RUN_CRASH_AT"
 CRASH_EXIT_CODE = 75
@@ -57,6 +57,11 @@ def metric_value(metrics: Dict[str, float], prefix: str, suffix: str = "", requi
     if len(found) != 1:
         raise KeyError(f"expected one metric {prefix}*{suffix}, found {len(found)} in {sorted(metrics)}")
     return float(found[0])
+
+
+def accuracy_row(metrics: Dict[str, float], n_experiences: int) -> List[float]:
+    """The accuracy on each of the first ``n_experiences`` test experiences, from one ``strategy.eval``."""
+    return [metric_value(metrics, ACC_EXP, f"/Exp{j:03d}") for j in range(n_experiences)]
 
 
 def _crash_experience(name: str) -> Optional[int]:
@@ -123,7 +128,7 @@ def _record(progress: dict, metrics: Dict[str, float], i: int, generative: bool,
     """Append the numbers of ``strategy.eval`` after experience ``i`` to ``progress``; returns the bar's postfix."""
     progress["avg_accuracy"].append(metric_value(metrics, ACC_STREAM))
     progress["forgetting"].append(metric_value(metrics, FORGETTING, required=False))
-    progress["accuracy_rows"].append([metric_value(metrics, ACC_EXP, f"/Exp{j:03d}") for j in range(i + 1)])
+    progress["accuracy_rows"].append(accuracy_row(metrics, i + 1))
     postfix = {"acc": f"{progress['avg_accuracy'][-1]:.3f}"}
     if generative:
         progress["neg_elbo"].append(metric_value(metrics, NEG_ELBO))
