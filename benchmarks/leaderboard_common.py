@@ -146,9 +146,9 @@ def train_and_evaluate(strategy, benchmark, args) -> dict:
 
     Returns ``final_avg_accuracy`` (``Top1_Acc_Stream`` over all test sets),
     ``final_avg_forgetting`` (``StreamForgetting``), ``train_seconds`` (inside
-    ``strategy.train`` only), ``accuracy_after_each_experience`` (row i: the
-    accuracy on test sets 0..i after training experience i, so that forgetting
-    can be followed boundary by boundary), ``args`` and ``metrics`` (every
+    ``strategy.train`` only), ``accuracy_per_experience`` (row i: the
+    accuracy on test sets 0..i after training experience i, as in the runner's
+    results JSON, so that forgetting can be followed boundary by boundary), ``args`` and ``metrics`` (every
     value of the last eval).
     """
     train_seconds, accuracy_rows = 0.0, []
@@ -160,7 +160,7 @@ def train_and_evaluate(strategy, benchmark, args) -> dict:
         accuracy_rows.append(accuracy_row(metrics, i + 1))
     return dict(final_avg_accuracy=metric_value(metrics, ACC_STREAM),
                 final_avg_forgetting=metric_value(metrics, FORGETTING),
-                train_seconds=train_seconds, accuracy_after_each_experience=accuracy_rows, args=vars(args),
+                train_seconds=train_seconds, accuracy_per_experience=accuracy_rows, args=vars(args),
                 metrics={k: float(v) for k, v in metrics.items()})
 
 

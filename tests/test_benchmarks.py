@@ -197,7 +197,7 @@ def test_leaderboard_writes_one_row_per_entry(data_root, tmp_path):
     assert {entry["args"]["learning_rate"] for entry in payload["entries"].values()} == {0.002}
     assert payload["torch_threads"] == torch.get_num_threads()  # the context of its training seconds
     for entry in payload["entries"].values():  # a lower triangle whose last row gives the final average
-        rows = entry["accuracy_after_each_experience"]
+        rows = entry["accuracy_per_experience"]
         assert [len(row) for row in rows] == [1, 2]
         assert sum(rows[-1]) / 2 == pytest.approx(entry["final_avg_accuracy"])
 
