@@ -35,7 +35,9 @@ papers' regularisers; ``lvae_defaults_pmnist``, the library's defaults
 (``LifelongVAEStrategy(model=LifelongVAE(), optimizer=Adam)``, nothing else);
 ``lvae_large_pmnist``, replay-through-feedback's scale (hidden 1000,
 loss-weight mixing with twice as many replayed rows as real ones,
-classification weight 100); ``lvae_naive_pmnist``, the
+classification weight 100); ``lvae_large_real_replay_pmnist``, the same
+replaying real past training images in place of generated ones, the
+upper bound of its replay; ``lvae_naive_pmnist``, the
 defaults' model and criterion under ``LVAENaive``, the reference of its
 training time; ``lvae_sfmnist``, ``lvae_pmnist``'s model on split
 FashionMNIST (10 experiences of one class). The ``*_smnist`` entries run on
@@ -65,7 +67,6 @@ over the 5 tasks, average forgetting, training seconds) and
 
 import argparse
 import importlib.util
-import inspect
 import os
 import sys
 import time
@@ -107,9 +108,10 @@ _LVAE_PAPER = dict(epochs=3, learning_rate=1e-3, train_mb_size=256, hidden_dim=5
 _SMNIST = dict(epochs=5, learning_rate=1e-3, train_mb_size=128)
 QUICK_OVERRIDES = dict(epochs=1, max_train_per_experience=500, max_test_per_experience=200)
 # The hyperparameters that only some entries hold, each with those entries: its flag may name no other entry.
-_WEIGHTED_LVAE = ("lvae_pmnist", "lvae_large_pmnist", "lvae_sfmnist")
+_LARGE_LVAE = ("lvae_large_pmnist", "lvae_large_real_replay_pmnist")
+_WEIGHTED_LVAE = ("lvae_pmnist", *_LARGE_LVAE, "lvae_sfmnist")
 ENTRY_OVERRIDES = {"classification_weight": _WEIGHTED_LVAE, "continuous_consistency_weight": _WEIGHTED_LVAE,
-                   "continuous_dim": ("lvae_large_pmnist",), "replay_size": ("lvae_large_pmnist",)}
+                   "continuous_dim": _LARGE_LVAE, "replay_size": _LARGE_LVAE}
 
 
 def entry(function):
@@ -243,29 +245,28 @@ def lvae_defaults_pmnist(override_args=None):
     return train_and_evaluate(common.lvae_default_strategy(args), common.pmnist(args), args)
 
 
+def _large_args(override_args):
+    """``lvae_large_pmnist``'s arguments (``common.lvae_large_args_dict``), seeded."""
+    args = create_default_args(dict(_ADAM_MLP, **common.lvae_large_args_dict()), override_args)
+    set_seed(args.seed)
+    return args
+
+
 @entry
 def lvae_large_pmnist(override_args=None):
-    """Replay-through-feedback's scale for permuted MNIST on the library's defaults: ``LifelongVAE(hidden_dim=1000)``
-    (RtF's 2 x 1000 layers), every real image every epoch (``replay_mixing="loss_weights"``, a replayed batch twice
-    as large as the real one unless ``replay_size`` says otherwise), classification weight 100, and the library's
-    z_c size and z_c consistency weight (read from its signatures, so that the two cannot drift apart)."""
-    from avalanche_lvae import LifelongVAE, LifelongVAEStrategy
+    """Replay-through-feedback's scale for permuted MNIST on the library's defaults (``common.lvae_large_strategy``:
+    hidden 1000, every real image every epoch with twice as many replayed rows, classification weight 100)."""
+    args = _large_args(override_args)
+    return train_and_evaluate(common.lvae_large_strategy(args), common.pmnist(args), args)
 
-    def library_default(api, name):
-        return inspect.signature(api).parameters[name].default
 
-    args = create_default_args(dict(_ADAM_MLP, classification_weight=100.0, replay_size=None,
-                                    continuous_dim=library_default(LifelongVAE, "continuous_dim"),
-                                    continuous_consistency_weight=library_default(
-                                        LifelongVAEStrategy, "continuous_consistency_weight")), override_args)
-    set_seed(args.seed)
-    model = LifelongVAE(hidden_dim=1000, continuous_dim=args.continuous_dim)
-    strategy = LifelongVAEStrategy(model=model, optimizer=Adam(model.parameters(), lr=args.learning_rate),
-                                   replay_mixing="loss_weights",
-                                   replay_size=args.replay_size or 2 * args.train_mb_size,
-                                   classification_weight=args.classification_weight,
-                                   continuous_consistency_weight=args.continuous_consistency_weight,
-                                   **common.strategy_kwargs(args))
+@entry
+def lvae_large_real_replay_pmnist(override_args=None):
+    """``lvae_large_pmnist`` replaying real training images of the past experiences in place of generated ones
+    (``benchmarks/real_image_replay.py``): the upper bound of its replay, not a data-free method."""
+    args = _large_args(override_args)
+    strategy = common.lvae_large_strategy(args)
+    import_sibling("real_image_replay").RealImageReplayPlugin.replacing(strategy)
     return train_and_evaluate(strategy, common.pmnist(args), args)
 
 

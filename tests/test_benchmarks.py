@@ -263,3 +263,42 @@ def test_leaderboard_makes_avalanche_si_learn_importances_on_cpu(data_root):
 
     assert total_importance(fixed=False) == 0.0  # Avalanche 0.6 on CPU: SI is Naive (drop the fix once this fails)
     assert total_importance(fixed=True) > 0.0
+
+
+def test_real_image_replay_draws_each_past_experience_s_images_in_equal_shares():
+    # The leaderboard's upper bound of the replay: the teacher's generated x~ replaced by stored training images,
+    # everything else (shares, the teacher's labels and posteriors, the loss weights) the parent plugin's.
+    from avalanche_lvae import LifelongVAE, LifelongVAEStrategy
+    from avalanche_lvae.plugins import TeacherReplayPlugin
+
+    plugin_class = load("real_image_replay").RealImageReplayPlugin
+    torch.manual_seed(0)
+    teacher = LifelongVAE(hidden_dim=32, discrete_dim=2).eval()
+    plugin = plugin_class(mixing="loss_weights", distillation_temperature=2.0)
+    pools = [torch.rand(5, 1, 28, 28), torch.rand(7, 1, 28, 28)]
+    plugin.past_images = list(pools)
+    strategy = SimpleNamespace(teacher=teacher, train_mb_size=3, past_distributions=2, mb_sample_weights=None,
+                               mb_class_temperatures=None,
+                               mbatch=[torch.rand(3, 1, 28, 28), torch.arange(3), torch.zeros(3, dtype=torch.long)])
+    plugin.before_training_iteration(strategy)
+    replay = strategy.mbatch[0][3:]
+    components = strategy.replay_batch.components
+    assert torch.bincount(components).tolist() == [2, 1]
+    for row, component in zip(replay, components):  # every replayed row is an image of its own experience
+        assert any(torch.equal(row, image) for image in pools[component])
+    with torch.no_grad():
+        logits = teacher(replay).class_logits
+    assert torch.allclose(strategy.mbatch[1][3:], (logits / 2).softmax(-1))
+    assert strategy.mb_sample_weights[:3].sum().item() == pytest.approx(1 / 3)
+    strategy.past_distributions = 3  # a pool per replayed experience, or an error rather than a short replay
+    with pytest.raises(ValueError, match="holds 2 experiences' images but the teacher replays 3"):
+        plugin.before_training_iteration(strategy)
+    with pytest.raises(ValueError, match='label_source="posterior" and temperature=1'):
+        plugin_class(temperature=0.5)
+    # replacing() swaps the strategy's generated replay for real images with the same settings.
+    model = LifelongVAE(hidden_dim=32)
+    lvae = LifelongVAEStrategy(model=model, optimizer=torch.optim.Adam(model.parameters()),
+                               replay_mixing="loss_weights", replay_size=6)
+    swapped = plugin_class.replacing(lvae)
+    assert [type(p) for p in lvae.plugins].count(TeacherReplayPlugin) == 0 and swapped in lvae.plugins
+    assert (swapped.replay_size, swapped.mixing, swapped.distillation_temperature) == (6, "loss_weights", 2.0)

@@ -24,7 +24,8 @@ class ReplayBatch:
         teacher_continuous_loc, teacher_continuous_scale: ``[R, continuous_dim]``
             q_teacher(z_c | x~), for the optional Gaussian consistency term.
         z_continuous, z_discrete: ``[R, continuous_dim]``, ``[R, J_teacher]`` the
-            prior latent the teacher decoded into x~.
+            prior latent the teacher decoded into x~; None for replay that was not
+            generated (``benchmarks/real_image_replay.py``'s upper bound).
     """
 
     num_real: int
@@ -32,8 +33,8 @@ class ReplayBatch:
     teacher_discrete_logits: torch.Tensor
     teacher_continuous_loc: torch.Tensor
     teacher_continuous_scale: torch.Tensor
-    z_continuous: torch.Tensor
-    z_discrete: torch.Tensor
+    z_continuous: Optional[torch.Tensor]
+    z_discrete: Optional[torch.Tensor]
 
 
 class TeacherReplayPlugin(SupervisedPlugin, supports_distributed=True):
@@ -201,19 +202,29 @@ class TeacherReplayPlugin(SupervisedPlugin, supports_distributed=True):
              x.new_full((replay_size,), (1 - current_share) / replay_size)]
         )
 
+    def _draw(self, teacher, replay_size: int, past: int):
+        """``replay_size`` replayed images in equal contiguous shares over the ``past`` distributions:
+        ``(x~, reconstruction_target, components, z_continuous, z_discrete)``, x~ the teacher's Bernoulli means
+        of prior latents and the target the tempered mean the student's decoder is scored against."""
+        # z_d value j stands for distribution j: replay only the k values of the past
+        # distributions, the ones pi counts (a model built with more values, grown
+        # or not, has values no distribution has been assigned to yet).
+        z_continuous, z_discrete, components = teacher.sample_latent(
+            replay_size, num_components=min(past, teacher.discrete_dim))
+        replay_logits = teacher.decode(z_continuous, z_discrete)
+        replay_x = torch.sigmoid(replay_logits)
+        # The encoder reads x~ (the Bernoulli mean); the decoder is scored against the tempered x~.
+        target = replay_x if self.temperature == 1.0 else torch.sigmoid(replay_logits / self.temperature)
+        return replay_x, target, components, z_continuous, z_discrete
+
     def _append(self, strategy, teacher, replay_size: int, past: int) -> torch.Tensor:
         """Append ``replay_size`` teacher samples (images, labels, task labels) to the minibatch; return the real
         images."""
         x, y = strategy.mbatch[0], strategy.mbatch[1]
         num_real = x.shape[0]
         with torch.no_grad():
-            # z_d value j stands for distribution j: replay only the k values of the past
-            # distributions, the ones pi counts (a model built with more values, grown
-            # or not, has values no distribution has been assigned to yet).
-            z_continuous, z_discrete, components = teacher.sample_latent(
-                replay_size, num_components=min(past, teacher.discrete_dim))
-            replay_logits = teacher.decode(z_continuous, z_discrete)
-            replay_x = torch.sigmoid(replay_logits)
+            replay_x, reconstruction_target, components, z_continuous, z_discrete = self._draw(
+                teacher, replay_size, past)
             teacher_loc, teacher_scale, teacher_discrete_logits, posterior_class_logits = (
                 teacher.encode_and_classify(replay_x))
             if self.label_source == "posterior":
@@ -235,8 +246,7 @@ class TeacherReplayPlugin(SupervisedPlugin, supports_distributed=True):
         strategy.mbatch[1] = targets
         strategy.mbatch[-1] = torch.cat([strategy.mbatch[-1], strategy.mbatch[-1].new_zeros(replay_size)])
         if self.temperature != 1.0:
-            # The encoder reads x~ (the Bernoulli mean); the decoder is scored against the tempered x~.
-            strategy.mb_reconstruction_targets = torch.cat([x, torch.sigmoid(replay_logits / self.temperature)])
+            strategy.mb_reconstruction_targets = torch.cat([x, reconstruction_target])
         strategy.replay_batch = ReplayBatch(
             num_real, components, teacher_discrete_logits, teacher_loc, teacher_scale, z_continuous, z_discrete
         )
