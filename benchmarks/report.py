@@ -223,7 +223,9 @@ def results_document() -> str:
               "unless the entry says otherwise, evaluated on every test set after the last experience; "
               f"hyperparameters in `benchmarks/leaderboard.py`; data in {', '.join(f'`{b}`' for b in boards)}. "
               "Training seconds are of one thread (`OMP_NUM_THREADS=1`) unless a run's line gives more; the run "
-              "with 384 replayed rows had two, which its JSON does not record.",
+              "with 384 replayed rows had two, which its JSON does not record. `lvae_large_real_replay` is "
+              "`lvae_large` replaying real training images of the past experiences in place of generated ones "
+              "(`benchmarks/real_image_replay.py`): it stores data, and bounds what a better generator could give.",
               ""] + leaderboard_tables(boards)
     listed = set(boards)
     for name, title, blurb, render in SECTIONS:
