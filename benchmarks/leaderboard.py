@@ -73,7 +73,7 @@ import time
 import warnings
 
 import torch
-from torch.optim import SGD, Adam
+from torch.optim import SGD
 
 from avalanche_lvae.avalanche_fixes import synaptic_intelligence_weight_copies
 from avalanche_lvae.experiments.arguments import OneLineErrorParser, finite_number, non_negative_int, positive_int

@@ -25,7 +25,7 @@ class ReplayBatch:
             q_teacher(z_c | x~), for the optional Gaussian consistency term.
         z_continuous, z_discrete: ``[R, continuous_dim]``, ``[R, J_teacher]`` the
             prior latent the teacher decoded into x~; None for replay that was not
-            generated (``benchmarks/real_image_replay.py``'s upper bound).
+            decoded from one (a subclass's ``_draw`` that replays stored images).
     """
 
     num_real: int
@@ -205,7 +205,9 @@ class TeacherReplayPlugin(SupervisedPlugin, supports_distributed=True):
     def _draw(self, teacher, replay_size: int, past: int):
         """``replay_size`` replayed images in equal contiguous shares over the ``past`` distributions:
         ``(x~, reconstruction_target, components, z_continuous, z_discrete)``, x~ the teacher's Bernoulli means
-        of prior latents and the target the tempered mean the student's decoder is scored against."""
+        of prior latents and the target the tempered mean the student's decoder is scored against. The one place
+        replay images come from: a subclass overrides it to replay something else under the same labels,
+        shares and loss weights."""
         # z_d value j stands for distribution j: replay only the k values of the past
         # distributions, the ones pi counts (a model built with more values, grown
         # or not, has values no distribution has been assigned to yet).
