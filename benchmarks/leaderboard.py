@@ -111,7 +111,8 @@ QUICK_OVERRIDES = dict(epochs=1, max_train_per_experience=500, max_test_per_expe
 _LARGE_LVAE = ("lvae_large_pmnist", "lvae_large_real_replay_pmnist")
 _WEIGHTED_LVAE = ("lvae_pmnist", *_LARGE_LVAE, "lvae_sfmnist")
 ENTRY_OVERRIDES = {"classification_weight": _WEIGHTED_LVAE, "continuous_consistency_weight": _WEIGHTED_LVAE,
-                   "continuous_dim": _LARGE_LVAE, "replay_size": _LARGE_LVAE}
+                   "continuous_dim": _LARGE_LVAE, "replay_size": _LARGE_LVAE, "component_prior": _LARGE_LVAE,
+                   "replay_temperature": _LARGE_LVAE}
 
 
 def entry(function):
@@ -352,6 +353,10 @@ def build_parser():
                    help="override the weight of the consistency KL on z_c of the lifelong VAE entries that set one")
     p.add_argument("--replay-size", type=positive_int, default=None,
                    help="override the replayed rows per minibatch of lvae_large_pmnist (twice the batch size)")
+    p.add_argument("--component-prior", choices=("standard", "fitted"), default=None,
+                   help="override the z_c prior of lvae_large_pmnist's generation (the library's)")
+    p.add_argument("--replay-temperature", type=finite_number(positive=True), default=None,
+                   help="override the replay reconstruction temperature of lvae_large_pmnist (the library's)")
     p.add_argument("--max-train-per-experience", type=positive_int, default=None, metavar="N")
     p.add_argument("--max-test-per-experience", type=positive_int, default=None, metavar="N")
     p.add_argument("--out-dir", default=DEFAULT_OUT_DIR)

@@ -90,8 +90,9 @@ def mlp_strategy(cls, args, optimizer=Adam, **strategy_args):
 
 
 def lvae_large_args_dict() -> dict:
-    """``lvae_large_strategy``'s hyperparameters: classification weight 100, and the library's z_c size and z_c
-    consistency weight read from its signatures, so that the two cannot drift apart."""
+    """``lvae_large_strategy``'s hyperparameters: classification weight 100, and the library's z_c size, z_c
+    consistency weight, component prior and replay temperature read from its signatures, so that the two cannot
+    drift apart."""
     from avalanche_lvae import LifelongVAE, LifelongVAEStrategy
 
     def library_default(api, name):
@@ -99,14 +100,16 @@ def lvae_large_args_dict() -> dict:
 
     return dict(classification_weight=100.0, replay_size=None,
                 continuous_dim=library_default(LifelongVAE, "continuous_dim"),
-                continuous_consistency_weight=library_default(LifelongVAEStrategy, "continuous_consistency_weight"))
+                continuous_consistency_weight=library_default(LifelongVAEStrategy, "continuous_consistency_weight"),
+                component_prior=library_default(LifelongVAEStrategy, "component_prior"),
+                replay_temperature=library_default(LifelongVAEStrategy, "replay_temperature"))
 
 
 def lvae_large_strategy(args):
     """Replay-through-feedback's scale for permuted MNIST on the library's defaults: ``LifelongVAE(hidden_dim=1000)``
     (RtF's 2 x 1000 layers, ``args.continuous_dim``), every real image every epoch (``replay_mixing="loss_weights"``,
     a replayed batch twice as large as the real one unless ``args.replay_size`` says otherwise), and the
-    classification and z_c consistency weights of ``args``."""
+    classification and z_c consistency weights, component prior and replay temperature of ``args``."""
     from avalanche_lvae import LifelongVAE, LifelongVAEStrategy
 
     model = LifelongVAE(hidden_dim=1000, continuous_dim=args.continuous_dim)
@@ -114,6 +117,7 @@ def lvae_large_strategy(args):
                                replay_mixing="loss_weights", replay_size=args.replay_size or 2 * args.train_mb_size,
                                classification_weight=args.classification_weight,
                                continuous_consistency_weight=args.continuous_consistency_weight,
+                               component_prior=args.component_prior, replay_temperature=args.replay_temperature,
                                **strategy_kwargs(args))
 
 
