@@ -38,7 +38,8 @@ def load(name: str) -> dict:
 # Adam learning rates, classification weights), so only an override splits a table.
 TABLE_OVERRIDES = {"learning_rate": "learning rate", "classification_weight": "classification weight",
                    "continuous_dim": "z_c dimensions", "continuous_consistency_weight": "z_c consistency weight",
-                   "replay_size": "replayed rows"}
+                   "replay_size": "replayed rows", "component_prior": "component prior",
+                   "replay_temperature": "replay temperature"}
 
 
 def _protocol(entry: dict, overrides: dict) -> tuple:
@@ -84,7 +85,8 @@ def leaderboard_tables(files: Sequence[str], streams: Optional[Sequence[str]] = 
                              fmt(entry["train_seconds"], 0), str(sources[run])])
             protocol = f", {key[1]} epochs, batch {key[2]}" if key[1] is not None else ""
             protocol += f", seed {key[3]}" if key[3] else ""
-            protocol += "".join(f", {TABLE_OVERRIDES[name]} {value:g}" for name, value in key[4])
+            protocol += "".join(f", {TABLE_OVERRIDES[name]} {value if isinstance(value, str) else format(value, 'g')}"
+                                for name, value in key[4])
             lines += ["", f"**{LEADERBOARD_STREAMS.get(stream, stream)}{protocol}**", ""]
             lines += table(["strategy", "final avg accuracy", "average forgetting", "train s", "run"], rows)
             lines += [""] + [f"Run {number}: {run}" for run, number in sources.items()]
