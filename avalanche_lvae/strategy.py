@@ -123,6 +123,7 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
 
     DEFAULT_CLASSIFICATION_WEIGHT = 10.0
     DEFAULT_TRAIN_EPOCHS = 5
+    COMPONENT_PRIORS = ("standard", "fitted")
 
     def __init__(
         self,
@@ -173,7 +174,7 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
             weight=check_non_negative_float(info_weight, "info_weight"),
             samples=None if info_samples is None else check_positive_int(info_samples, "info_samples"),
         ))
-        if component_prior not in ("standard", "fitted"):
+        if component_prior not in self.COMPONENT_PRIORS:
             raise ValueError(f'component_prior must be "standard" (N(0, I), the papers) or "fitted", '
                              f"got {component_prior!r}.")
         if component_prior == "fitted":

@@ -75,6 +75,7 @@ import warnings
 import torch
 from torch.optim import SGD
 
+from avalanche_lvae import LifelongVAEStrategy
 from avalanche_lvae.avalanche_fixes import synaptic_intelligence_weight_copies
 from avalanche_lvae.experiments.arguments import OneLineErrorParser, finite_number, non_negative_int, positive_int
 from avalanche_lvae.experiments.reproduction import STREAM_SEED, command_line
@@ -353,7 +354,7 @@ def build_parser():
                    help="override the weight of the consistency KL on z_c of the lifelong VAE entries that set one")
     p.add_argument("--replay-size", type=positive_int, default=None,
                    help="override the replayed rows per minibatch of lvae_large_pmnist (twice the batch size)")
-    p.add_argument("--component-prior", choices=("standard", "fitted"), default=None,
+    p.add_argument("--component-prior", choices=LifelongVAEStrategy.COMPONENT_PRIORS, default=None,
                    help="override the z_c prior of lvae_large_pmnist's generation (the library's)")
     p.add_argument("--replay-temperature", type=finite_number(positive=True), default=None,
                    help="override the replay reconstruction temperature of lvae_large_pmnist (the library's)")

@@ -20,6 +20,7 @@ from typing import Callable
 
 import torch
 
+from ..strategy import LifelongVAEStrategy
 from .stream_specs import StreamSpec
 from .strategies import DEFAULT_STRATEGIES, PRESETS, STRATEGIES
 
@@ -134,7 +135,7 @@ def _add_lvae_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replay-temperature", type=positive, default=None, metavar="T",
                    help="lvae only: the student reconstructs each replayed image towards sigmoid(logits / T) of the "
                         "teacher's decoder; 1 is the papers'" + LIBRARY_DEFAULT)
-    p.add_argument("--component-prior", choices=("standard", "fitted"), default=None,
+    p.add_argument("--component-prior", choices=LifelongVAEStrategy.COMPONENT_PRIORS, default=None,
                    help="lvae only: generate distribution j with z_c ~ N(0, I) (standard, the papers) or from a "
                         "Gaussian fitted to the encoder's z_c for j (fitted)" + LIBRARY_DEFAULT)
 
