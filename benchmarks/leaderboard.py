@@ -75,7 +75,7 @@ import warnings
 import torch
 from torch.optim import SGD
 
-from avalanche_lvae import LifelongVAEStrategy
+from avalanche_lvae import LifelongVAE, LifelongVAEStrategy
 from avalanche_lvae.avalanche_fixes import synaptic_intelligence_weight_copies
 from avalanche_lvae.experiments.arguments import OneLineErrorParser, finite_number, non_negative_int, positive_int
 from avalanche_lvae.experiments.reproduction import STREAM_SEED, command_line
@@ -113,7 +113,7 @@ _LARGE_LVAE = ("lvae_large_pmnist", "lvae_large_real_replay_pmnist")
 _WEIGHTED_LVAE = ("lvae_pmnist", *_LARGE_LVAE, "lvae_sfmnist")
 ENTRY_OVERRIDES = {"classification_weight": _WEIGHTED_LVAE, "continuous_consistency_weight": _WEIGHTED_LVAE,
                    "continuous_dim": _LARGE_LVAE, "replay_size": _LARGE_LVAE, "component_prior": _LARGE_LVAE,
-                   "replay_temperature": _LARGE_LVAE}
+                   "replay_temperature": _LARGE_LVAE, "normalization": _LARGE_LVAE}
 
 
 def entry(function):
@@ -358,6 +358,8 @@ def build_parser():
                    help="override the z_c prior of lvae_large_pmnist's generation (the library's)")
     p.add_argument("--replay-temperature", type=finite_number(positive=True), default=None,
                    help="override the replay reconstruction temperature of lvae_large_pmnist (the library's)")
+    p.add_argument("--normalization", choices=LifelongVAE.NORMALIZATIONS, default=None,
+                   help="override the normalisation of lvae_large_pmnist's dense layers (the library's)")
     p.add_argument("--max-train-per-experience", type=positive_int, default=None, metavar="N")
     p.add_argument("--max-test-per-experience", type=positive_int, default=None, metavar="N")
     p.add_argument("--out-dir", default=DEFAULT_OUT_DIR)

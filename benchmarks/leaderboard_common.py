@@ -100,6 +100,7 @@ def lvae_large_args_dict() -> dict:
 
     return dict(classification_weight=100.0, replay_size=None,
                 continuous_dim=library_default(LifelongVAE, "continuous_dim"),
+                normalization=library_default(LifelongVAE, "normalization"),
                 continuous_consistency_weight=library_default(LifelongVAEStrategy, "continuous_consistency_weight"),
                 component_prior=library_default(LifelongVAEStrategy, "component_prior"),
                 replay_temperature=library_default(LifelongVAEStrategy, "replay_temperature"))
@@ -112,7 +113,7 @@ def lvae_large_strategy(args):
     classification and z_c consistency weights, component prior and replay temperature of ``args``."""
     from avalanche_lvae import LifelongVAE, LifelongVAEStrategy
 
-    model = LifelongVAE(hidden_dim=1000, continuous_dim=args.continuous_dim)
+    model = LifelongVAE(hidden_dim=1000, continuous_dim=args.continuous_dim, normalization=args.normalization)
     return LifelongVAEStrategy(model=model, optimizer=Adam(model.parameters(), lr=args.learning_rate),
                                replay_mixing="loss_weights", replay_size=args.replay_size or 2 * args.train_mb_size,
                                classification_weight=args.classification_weight,

@@ -39,7 +39,7 @@ def load(name: str) -> dict:
 TABLE_OVERRIDES = {"learning_rate": "learning rate", "classification_weight": "classification weight",
                    "continuous_dim": "z_c dimensions", "continuous_consistency_weight": "z_c consistency weight",
                    "replay_size": "replayed rows", "component_prior": "component prior",
-                   "replay_temperature": "replay temperature"}
+                   "replay_temperature": "replay temperature", "normalization": "normalization"}
 
 
 def _protocol(entry: dict, overrides: dict) -> tuple:

@@ -15,7 +15,7 @@ from torch import nn
 
 from .activations import ELU
 
-__all__ = ["LatentProjection", "DenseEncoder", "DenseDecoder", "ConvEncoder", "ConvDecoder"]
+__all__ = ["LatentProjection", "DENSE_NORMALIZATIONS", "DenseEncoder", "DenseDecoder", "ConvEncoder", "ConvDecoder"]
 
 
 class LatentProjection(nn.Module):
@@ -50,18 +50,34 @@ def glorot_linear(in_features: int, out_features: int, bias: bool = True) -> nn.
     return layer
 
 
-def _dense_block(in_features: int, out_features: int) -> nn.Sequential:
-    # Linear -> BatchNorm -> ELU on every hidden layer (App. 9.3).
-    return nn.Sequential(nn.Linear(in_features, out_features), nn.BatchNorm1d(out_features), ELU())
+DENSE_NORMALIZATIONS = ("batch", "layer", "none")
+
+
+def dense_normalization(kind: str, features: int) -> nn.Module:
+    """The normalisation of a dense hidden layer: ``"batch"`` (BatchNorm, App. 9.3), ``"layer"`` (LayerNorm,
+    no running statistics) or ``"none"`` (replay-through-feedback's plain layers)."""
+    if kind == "batch":
+        return nn.BatchNorm1d(features)
+    if kind == "layer":
+        return nn.LayerNorm(features)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"normalization must be one of {DENSE_NORMALIZATIONS}, got {kind!r}.")
+
+
+def _dense_block(in_features: int, out_features: int, normalization: str) -> nn.Sequential:
+    # Linear -> normalisation (BatchNorm in App. 9.3) -> ELU on every hidden layer.
+    return nn.Sequential(nn.Linear(in_features, out_features), dense_normalization(normalization, out_features), ELU())
 
 
 class DenseEncoder(nn.Module):
-    """Flatten, then two ``hidden_dim`` layers with BatchNorm + ELU."""
+    """Flatten, then two ``hidden_dim`` layers with ``normalization`` (BatchNorm by default) + ELU."""
 
-    def __init__(self, input_shape: Sequence[int], hidden_dim: int):
+    def __init__(self, input_shape: Sequence[int], hidden_dim: int, normalization: str = "batch"):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Flatten(), _dense_block(math.prod(input_shape), hidden_dim), _dense_block(hidden_dim, hidden_dim)
+            nn.Flatten(), _dense_block(math.prod(input_shape), hidden_dim, normalization),
+            _dense_block(hidden_dim, hidden_dim, normalization),
         )
         self.out_features = hidden_dim
 
@@ -70,16 +86,17 @@ class DenseEncoder(nn.Module):
 
 
 class DenseDecoder(nn.Module):
-    """BatchNorm + ELU on the projected latent, one more hidden layer, then pixel logits."""
+    """``normalization`` (BatchNorm by default) + ELU on the projected latent, one more hidden layer, then pixel
+    logits."""
 
-    def __init__(self, input_shape: Sequence[int], hidden_dim: int):
+    def __init__(self, input_shape: Sequence[int], hidden_dim: int, normalization: str = "batch"):
         super().__init__()
         self.input_shape = tuple(input_shape)
         self.in_features = hidden_dim
         self.net = nn.Sequential(
-            nn.BatchNorm1d(hidden_dim),
+            dense_normalization(normalization, hidden_dim),
             ELU(),
-            _dense_block(hidden_dim, hidden_dim),
+            _dense_block(hidden_dim, hidden_dim, normalization),
             nn.Linear(hidden_dim, math.prod(input_shape)),
         )
 

@@ -31,7 +31,8 @@ from ..validation import (
     check_positive_int,
 )
 from .activations import ELU
-from .backbones import ConvDecoder, ConvEncoder, DenseDecoder, DenseEncoder, LatentProjection, glorot_linear
+from .backbones import (DENSE_NORMALIZATIONS, ConvDecoder, ConvEncoder, DenseDecoder, DenseEncoder, LatentProjection,
+                        dense_normalization, glorot_linear)
 from .output import LVAEOutput
 
 __all__ = ["LifelongVAE", "LVAEOutput"]
@@ -68,9 +69,14 @@ class LifelongVAE(nn.Module):
             deterministic in training as at test time. ``"latent"``: p(y|z), a
             hidden layer on z = [z_c, z_d] (CCL-GM Eq. 4), sampled z while
             training and the posterior mode at test time.
+        normalization: the normalisation of the dense hidden layers (``arch="dense"``). ``"batch"`` (default):
+            BatchNorm (LGM App. 9.3). ``"layer"``: LayerNorm, which normalises each row by itself, so that
+            training and evaluation compute the same function and no running statistics mix real and replayed
+            batches. ``"none"``: plain layers, as replay-through-feedback's.
     """
 
     CLASSIFIER_INPUTS = ("features", "latent")
+    NORMALIZATIONS = DENSE_NORMALIZATIONS
 
     def __init__(
         self,
@@ -86,6 +92,7 @@ class LifelongVAE(nn.Module):
         temperature_anneal_rate: float = 3e-5,
         temperature_anneal_interval: int = 10,
         classifier_input: str = "features",
+        normalization: str = "batch",
     ):
         super().__init__()
         input_shape = tuple(input_shape)
@@ -114,7 +121,13 @@ class LifelongVAE(nn.Module):
 
         encoder_cls, decoder_cls = _ARCHITECTURES[arch]
         self.conv_width = check_positive_int(conv_width, "conv_width")
-        body = dict(width=self.conv_width) if arch == "conv" else {}
+        if normalization not in DENSE_NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {DENSE_NORMALIZATIONS}, got {normalization!r}.")
+        if arch == "conv" and normalization != "batch":
+            raise ValueError(f"normalization={normalization!r} applies to arch='dense'; the conv stack always uses "
+                             "GroupNorm (LGM Eq. 14). Leave normalization at its default with arch='conv'.")
+        self.normalization = normalization
+        body = dict(width=self.conv_width) if arch == "conv" else dict(normalization=normalization)
         self.encoder = encoder_cls(input_shape, hidden_dim, **body)
         self.continuous_head = nn.Linear(self.encoder.out_features, 2 * continuous_dim)
         self.discrete_head = glorot_linear(self.encoder.out_features, discrete_dim)
@@ -123,9 +136,10 @@ class LifelongVAE(nn.Module):
         if classifier_input == "latent":
             # Classifier p(y|z): z -> hidden -> classes, BatchNorm + ELU (CCL-GM code).
             self.classifier_projection = LatentProjection(continuous_dim, discrete_dim, hidden_dim)
-            self.classifier = nn.Sequential(nn.BatchNorm1d(hidden_dim), ELU(), nn.Linear(hidden_dim, num_classes))
+            self.classifier = nn.Sequential(dense_normalization(normalization, hidden_dim), ELU(),
+                                            nn.Linear(hidden_dim, num_classes))
         else:
-            # The encoder's features already end in BatchNorm + ELU: one linear
+            # The encoder's features already end in normalisation + ELU: one linear
             # layer, as replay-through-feedback's classifier.
             self.classifier_projection = None
             self.classifier = nn.Linear(self.encoder.out_features, num_classes)
