@@ -216,7 +216,8 @@ def test_leaderboard_rejects_unknown_entries_and_hyperparameters(tmp_path, capsy
 
 @pytest.mark.parametrize("key, value", [("classification_weight", 784.0), ("continuous_dim", 100),
                                         ("continuous_consistency_weight", 10.0), ("replay_size", 384),
-                                        ("component_prior", "fitted"), ("replay_temperature", 0.8)])
+                                        ("component_prior", "fitted"), ("replay_temperature", 0.8),
+                                        ("normalization", "layer")])
 def test_an_entry_specific_override_reaches_exactly_the_entries_that_hold_it(tmp_path, capsys, monkeypatch,
                                                                              key, value):
     leaderboard = load("leaderboard")
