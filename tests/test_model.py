@@ -164,7 +164,7 @@ def test_forward_rejects_bad_images_with_a_clear_message(x, message):
         ({"arch": "resnet"}, "arch"),
         ({"classifier_input": "pixels"}, "classifier_input"),
         ({"input_shape": (28, 28)}, "input_shape"),
-        ({"normalization": "group"}, "normalization must be one of"),
+        ({"normalization": "none"}, "normalization must be one of"),
         ({"arch": "conv", "normalization": "layer"}, "applies to arch='dense'"),
         ({"arch": "conv", "input_shape": (1, 64, 64)}, "32x32"),
     ],
@@ -243,16 +243,16 @@ def test_conv_width_scales_the_channels_of_eq14():
 
 
 @pytest.mark.parametrize("classifier_input", ["features", "latent"])
-def test_layer_and_no_normalization_keep_no_running_statistics(classifier_input):
-    # With BatchNorm a training pass moves the running statistics that evaluation uses; with LayerNorm or none
-    # the model holds no such statistics, so training on one batch leaves its test-time function unchanged.
+def test_layer_normalization_keeps_no_running_statistics(classifier_input):
+    # With BatchNorm a training pass moves the running statistics that evaluation uses; with LayerNorm the model
+    # holds no such statistics, so training on one batch leaves its test-time function unchanged.
     x, _ = _batch((1, 28, 28), n=16)
-    for normalization, norm_type in (("batch", torch.nn.BatchNorm1d), ("layer", torch.nn.LayerNorm), ("none", None)):
+    for normalization, norm_type in (("batch", torch.nn.BatchNorm1d), ("layer", torch.nn.LayerNorm)):
         torch.manual_seed(0)
         model = LifelongVAE(hidden_dim=32, discrete_dim=2, classifier_input=classifier_input,
                             normalization=normalization)
         norms = [type(m) for m in model.modules() if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.LayerNorm))]
-        assert norms == ([norm_type] * len(norms) if norm_type else []) and (norm_type is None) == (not norms)
+        assert norms and all(kind is norm_type for kind in norms)
         before = model.eval()(x).class_logits
         with torch.no_grad():
             model.train()(x.square())  # a batch with other statistics

@@ -67,7 +67,7 @@ def test_every_override_of_the_leaderboard_can_split_a_table():
                                                 ('"replay_size": 384', "replayed rows 384"),
                                                 ('"component_prior": "fitted"', "component prior fitted"),
                                                 ('"replay_temperature": 0.8', "replay temperature 0.8"),
-                                                ('"normalization": "none"', "normalization none")])
+                                                ('"normalization": "layer"', "normalization layer")])
 def test_an_overridden_hyperparameter_gets_its_own_table(tmp_path, monkeypatch, override, heading):
     # A run of the same entry with an entry-specific override (report.TABLE_OVERRIDES) must not replace the run
     # at the entry's own value.

@@ -50,18 +50,16 @@ def glorot_linear(in_features: int, out_features: int, bias: bool = True) -> nn.
     return layer
 
 
-DENSE_NORMALIZATIONS = ("batch", "layer", "none")
+DENSE_NORMALIZATIONS = ("batch", "layer")
 
 
 def dense_normalization(kind: str, features: int) -> nn.Module:
-    """The normalisation of a dense hidden layer: ``"batch"`` (BatchNorm, App. 9.3), ``"layer"`` (LayerNorm,
-    no running statistics) or ``"none"`` (replay-through-feedback's plain layers)."""
+    """The normalisation of a dense hidden layer: ``"batch"`` (BatchNorm, App. 9.3) or ``"layer"`` (LayerNorm,
+    no running statistics)."""
     if kind == "batch":
         return nn.BatchNorm1d(features)
     if kind == "layer":
         return nn.LayerNorm(features)
-    if kind == "none":
-        return nn.Identity()
     raise ValueError(f"normalization must be one of {DENSE_NORMALIZATIONS}, got {kind!r}.")
 
 
