@@ -27,7 +27,9 @@ replay-through-feedback's balance: its ELBO is averaged over the 784 pixels,
 its classification loss is not); ``--continuous-dim`` the size of
 ``lvae_large_pmnist``'s z_c (``*_zc100/``: replay-through-feedback's 100)
 and ``--continuous-consistency-weight`` the weight of the consistency KL on
-z_c of the entries with a classification weight (``*_cc10/``: 10).
+z_c of the entries with a classification weight (``*_cc10/``: 10);
+``--normalization`` the dense layers' normalisation of ``lvae_large_pmnist``
+(``*_norm_layer/``: LayerNorm).
 
 The lifelong VAE's entries: ``lvae_pmnist``, ``LifelongVAEStrategy`` over
 ``LifelongVAE(discrete_dim=1)`` (hidden 512, 2 layers, as the MLP) with the

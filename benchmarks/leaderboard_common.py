@@ -110,7 +110,8 @@ def lvae_large_strategy(args):
     """Replay-through-feedback's scale for permuted MNIST on the library's defaults: ``LifelongVAE(hidden_dim=1000)``
     (RtF's 2 x 1000 layers, ``args.continuous_dim``), every real image every epoch (``replay_mixing="loss_weights"``,
     a replayed batch twice as large as the real one unless ``args.replay_size`` says otherwise), and the
-    classification and z_c consistency weights, component prior and replay temperature of ``args``."""
+    classification and z_c consistency weights, component prior, replay temperature and normalisation of
+    ``args``."""
     from avalanche_lvae import LifelongVAE, LifelongVAEStrategy
 
     model = LifelongVAE(hidden_dim=1000, continuous_dim=args.continuous_dim, normalization=args.normalization)

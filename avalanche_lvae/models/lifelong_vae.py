@@ -46,7 +46,7 @@ class LifelongVAE(nn.Module):
     Args:
         input_shape: ``(C, H, W)`` of the images, pixels in [0, 1].
         num_classes: number of outputs of the classifier p(y|z).
-        arch: ``"dense"`` (2 x ``hidden_dim`` BatchNorm + ELU layers each way) or
+        arch: ``"dense"`` (2 x ``hidden_dim`` layers each way, ``normalization`` + ELU) or
             ``"conv"`` (the GroupNorm + ELU stack of LGM App. 9.3, Eq. 14;
             images up to 32x32).
         continuous_dim: size of z_c (paper default 14).
@@ -122,8 +122,6 @@ class LifelongVAE(nn.Module):
 
         encoder_cls, decoder_cls = _ARCHITECTURES[arch]
         self.conv_width = check_positive_int(conv_width, "conv_width")
-        if normalization not in DENSE_NORMALIZATIONS:
-            raise ValueError(f"normalization must be one of {DENSE_NORMALIZATIONS}, got {normalization!r}.")
         if arch == "conv" and normalization != "batch":
             raise ValueError(f"normalization={normalization!r} applies to arch='dense'; the conv stack always uses "
                              "GroupNorm (LGM Eq. 14). Leave normalization at its default with arch='conv'.")
@@ -135,7 +133,7 @@ class LifelongVAE(nn.Module):
         self.decoder_projection = LatentProjection(continuous_dim, discrete_dim, hidden_dim)
         self.decoder = decoder_cls(input_shape, hidden_dim, **body)
         if classifier_input == "latent":
-            # Classifier p(y|z): z -> hidden -> classes, BatchNorm + ELU (CCL-GM code).
+            # Classifier p(y|z): z -> hidden -> classes, normalisation (BatchNorm in CCL-GM's code) + ELU.
             self.classifier_projection = LatentProjection(continuous_dim, discrete_dim, hidden_dim)
             self.classifier = nn.Sequential(dense_normalization(normalization, hidden_dim), ELU(),
                                             nn.Linear(hidden_dim, num_classes))
