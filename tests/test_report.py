@@ -96,3 +96,19 @@ def test_a_leaderboard_run_line_gives_its_thread_count_when_not_one(tmp_path, mo
     text = "\n".join(report.leaderboard_tables(report.leaderboard_files()))
     assert "Run 1: `run ewc` (2 threads)" in text
     assert "Run 2: `run lwf`\n" in text + "\n" and "Run 3: `run naive`\n" in text + "\n"
+
+
+def test_a_removed_choice_is_rejected_by_the_library_and_its_table_says_so(tmp_path, monkeypatch):
+    # report.REMOVED_CHOICES explains commands that no longer parse; each value must really be refused today.
+    from avalanche_lvae import LifelongVAE
+
+    report = import_report()
+    for (name, value), _ in report.REMOVED_CHOICES.items():
+        with pytest.raises(ValueError, match=name):
+            LifelongVAE(**{name: value})
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    (tmp_path / "leaderboard.json").write_text(
+        '{"command": "plain", "overrides": {"normalization": "none"}, "entries": {"lvae_large_pmnist": '
+        '{"final_avg_accuracy": 0.9, "final_avg_forgetting": 0.01, "train_seconds": 1.0}}}')
+    text = "\n".join(report.leaderboard_tables(report.leaderboard_files()))
+    assert report.REMOVED_CHOICES[("normalization", "none")] in text
