@@ -93,8 +93,8 @@ def leaderboard_tables(files: Sequence[str], streams: Optional[Sequence[str]] = 
             lines += ["", f"**{LEADERBOARD_STREAMS.get(stream, stream)}{protocol}**", ""]
             lines += table(["strategy", "final avg accuracy", "average forgetting", "train s", "run"], rows)
             lines += [""] + [f"Run {number}: {run}" for run, number in sources.items()]
-            for override in key[4]:
-                lines += ["", REMOVED_CHOICES[override]] if override in REMOVED_CHOICES else []
+            lines += [line for override in key[4] if override in REMOVED_CHOICES
+                      for line in ("", REMOVED_CHOICES[override])]
     return lines[1:]
 
 

@@ -103,7 +103,7 @@ def test_a_removed_choice_is_rejected_by_the_library_and_its_table_says_so(tmp_p
     from avalanche_lvae import LifelongVAE
 
     report = import_report()
-    for (name, value), _ in report.REMOVED_CHOICES.items():
+    for name, value in report.REMOVED_CHOICES:
         with pytest.raises(ValueError, match=name):
             LifelongVAE(**{name: value})
     monkeypatch.setattr(report, "RESULTS", tmp_path)
