@@ -202,7 +202,8 @@ def train_and_evaluate(strategy, benchmark, args) -> dict:
 def format_markdown(results: dict, command: str) -> str:
     """The leaderboard table in markdown, one row per entry, in run order."""
     lines = ["# Leaderboard", "",
-             "Permuted MNIST (5 experiences, all 10 digits each; `lvae_sfmnist`: split FashionMNIST, 10 classes;",
+             "Permuted MNIST (all 10 digits each, 5 experiences unless the command's `--n-experiences` says otherwise;",
+             "`lvae_sfmnist`: split FashionMNIST, 10 classes;",
              "`*_smnist`: split MNIST, class-incremental, 5 experiences x 2 classes),",
              "evaluated on every test set after the last experience; hyperparameters in `benchmarks/leaderboard.py`.",
              "", f"`{command}`", "",
