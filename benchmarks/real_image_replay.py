@@ -9,6 +9,7 @@ loss weights. The gap between this entry and the one it replaces the generator o
 
 import torch
 
+from avalanche_lvae import LifelongVAE
 from avalanche_lvae.plugins import TeacherReplayPlugin
 from avalanche_lvae.streams import experience_tensors
 
@@ -45,14 +46,11 @@ class RealImageReplayPlugin(TeacherReplayPlugin):
         if len(self.past_images) != past:
             raise ValueError(f"RealImageReplayPlugin holds {len(self.past_images)} experiences' images but the "
                              f"teacher replays {past}: train each experience with one train() call.")
-        # The parent's contiguous equal shares (LifelongVAE.sample_latent: row i replays experience
-        # i * past // replay_size, so experience k gets rows ceil(k R / past) up to ceil((k + 1) R / past)), each a
-        # uniform draw (with replacement) from its experience. The counts are host integers: no device sync.
-        starts = [-(-k * replay_size // past) for k in range(past + 1)]
-        counts = [end - start for start, end in zip(starts, starts[1:])]
-        device = teacher.temperature.device
-        components = torch.arange(past, device=device).repeat_interleave(torch.tensor(counts, device=device),
-                                                                        output_size=replay_size)
+        # The parent's contiguous equal shares (LifelongVAE.sample_latent), each a uniform draw (with
+        # replacement) from its experience. The shares are computed on the host: no device sync for the counts.
+        components = LifelongVAE.equal_share_components(replay_size, past)
+        counts = torch.bincount(components, minlength=past).tolist()
+        components = components.to(teacher.temperature.device)
         replay_x = torch.cat([images[torch.randint(len(images), (count,), device=images.device)]
                               for images, count in zip(self.past_images, counts)])
         return replay_x, replay_x, components, None, None

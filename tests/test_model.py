@@ -92,6 +92,16 @@ def test_sample_without_component_spreads_rows_evenly():
         model.sample_latent(12, component=1, num_components=2)
 
 
+@pytest.mark.parametrize("n,k", [(10, 3), (128, 9), (7, 7), (5, 1)])
+def test_equal_share_components_are_contiguous_and_differ_by_at_most_one_row(n, k):
+    components = LifelongVAE.equal_share_components(n, k)
+    counts = torch.bincount(components, minlength=k)
+    assert components.tolist() == sorted(components.tolist()) and counts.sum() == n
+    assert counts.max() - counts.min() <= 1
+    _, _, sampled = LifelongVAE(hidden_dim=32, discrete_dim=k).sample_latent(n, num_components=k)
+    assert torch.equal(sampled, components)
+
+
 @pytest.mark.parametrize("classifier_input", ["features", "latent"])
 def test_grow_discrete_keeps_every_other_weight_and_output(classifier_input):
     torch.manual_seed(0)

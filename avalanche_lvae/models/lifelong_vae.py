@@ -258,6 +258,12 @@ class LifelongVAE(nn.Module):
         )
 
     # ------------------------------------------------------------ generation
+    @staticmethod
+    def equal_share_components(n: int, k: int, device=None) -> torch.Tensor:
+        """The z_d value of each of ``n`` rows in equal contiguous shares over ``k`` values (LGM Sec. 4.3): row i
+        gets ``i * k // n``, so value j has rows ``ceil(j n / k)`` up to ``ceil((j + 1) n / k)``."""
+        return torch.arange(n, device=device) * k // n
+
     def sample_latent(
         self, n: int, component: Optional[int] = None, num_components: Optional[int] = None
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -278,7 +284,7 @@ class LifelongVAE(nn.Module):
                                                                                          "num_components")
             if spread > self.discrete_dim:
                 raise ValueError(f"num_components must be at most discrete_dim={self.discrete_dim}, got {spread}.")
-            components = torch.arange(n, device=device) * spread // n
+            components = self.equal_share_components(n, spread, device)
         elif num_components is not None:
             raise ValueError("pass either component (one value for every row) or num_components, not both.")
         else:
