@@ -7,6 +7,7 @@ from avalanche.training.templates import SupervisedTemplate
 
 from .plugins import (
     BoundaryDetectionPlugin,
+    ComponentAnchorPlugin,
     ComponentPriorPlugin,
     InformationRestrictionPlugin,
     PosteriorConsistencyPlugin,
@@ -32,6 +33,7 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
       :class:`~avalanche_lvae.plugins.BoundaryDetectionPlugin` with ``boundaries="detected"``,
     - :class:`~avalanche_lvae.plugins.TeacherReplayPlugin` (if ``replay``),
     - :class:`~avalanche_lvae.plugins.PosteriorConsistencyPlugin` (the consistency KLs),
+    - :class:`~avalanche_lvae.plugins.ComponentAnchorPlugin` (the current distribution on its z_d value),
     - :class:`~avalanche_lvae.plugins.InformationRestrictionPlugin` (L_I),
     - :class:`~avalanche_lvae.plugins.ComponentPriorPlugin` (if ``component_prior="fitted"``).
 
@@ -106,6 +108,10 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
             (a Gaussian fitted to the encoder's z_c for j after each experience,
             :class:`~avalanche_lvae.plugins.ComponentPriorPlugin`; not in the
             papers). It changes generation and replay, not the training losses.
+        component_anchor_weight: weight of the cross-entropy that sends the
+            current distribution's real images to its own z_d value
+            (:class:`~avalanche_lvae.plugins.ComponentAnchorPlugin`; not in the
+            papers, whose objective leaves that value free; 0 switches it off).
         boundaries: where a new distribution starts: ``"given"`` (default: at
             every training experience) or ``"detected"`` (task-free: a
             :class:`~avalanche_lvae.plugins.BoundaryDetectionPlugin` with its
@@ -146,6 +152,7 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
         reverse_kl: bool = True,
         continuous_consistency_weight: float = 1.0,
         component_prior: str = "standard",
+        component_anchor_weight: float = 0.0,
         boundaries="given",
         plugins: Optional[List[SupervisedPlugin]] = None,
         train_mb_size: int = 128,
@@ -170,6 +177,8 @@ class LifelongVAEStrategy(LVAETemplateMixin, SupervisedTemplate):
             consistency_weight=consistency_weight, reverse_kl=reverse_kl,
             continuous_consistency_weight=continuous_consistency_weight,
         ))
+        lifelong_plugins.append(ComponentAnchorPlugin(
+            weight=check_non_negative_float(component_anchor_weight, "component_anchor_weight")))
         lifelong_plugins.append(InformationRestrictionPlugin(
             weight=check_non_negative_float(info_weight, "info_weight"),
             samples=None if info_samples is None else check_positive_int(info_samples, "info_samples"),

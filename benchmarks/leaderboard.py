@@ -29,7 +29,8 @@ its classification loss is not); ``--continuous-dim`` the size of
 and ``--continuous-consistency-weight`` the weight of the consistency KL on
 z_c of the entries with a classification weight (``*_cc10/``: 10);
 ``--normalization`` the dense layers' normalisation of ``lvae_large_pmnist``
-(``*_norm_layer/``: LayerNorm).
+(``*_norm_layer/``: LayerNorm) and ``--component-anchor-weight`` the weight of
+its component anchor (``*_anchor100/``: 100).
 
 The lifelong VAE's entries: ``lvae_pmnist``, ``LifelongVAEStrategy`` over
 ``LifelongVAE(discrete_dim=1)`` (hidden 512, 2 layers, as the MLP) with the
@@ -115,7 +116,8 @@ _LARGE_LVAE = ("lvae_large_pmnist", "lvae_large_real_replay_pmnist")
 _WEIGHTED_LVAE = ("lvae_pmnist", *_LARGE_LVAE, "lvae_sfmnist")
 ENTRY_OVERRIDES = {"classification_weight": _WEIGHTED_LVAE, "continuous_consistency_weight": _WEIGHTED_LVAE,
                    "continuous_dim": _LARGE_LVAE, "replay_size": _LARGE_LVAE, "component_prior": _LARGE_LVAE,
-                   "replay_temperature": _LARGE_LVAE, "normalization": _LARGE_LVAE}
+                   "replay_temperature": _LARGE_LVAE, "normalization": _LARGE_LVAE,
+                   "component_anchor_weight": _LARGE_LVAE}
 
 
 def entry(function):
@@ -362,6 +364,8 @@ def build_parser():
                    help="override the replay reconstruction temperature of lvae_large_pmnist (the library's)")
     p.add_argument("--normalization", choices=LifelongVAE.NORMALIZATIONS, default=None,
                    help="override the normalisation of lvae_large_pmnist's dense layers (the library's)")
+    p.add_argument("--component-anchor-weight", type=finite_number(positive=False), default=None,
+                   help="override the weight of lvae_large_pmnist's component anchor (the library's)")
     p.add_argument("--max-train-per-experience", type=positive_int, default=None, metavar="N")
     p.add_argument("--max-test-per-experience", type=positive_int, default=None, metavar="N")
     p.add_argument("--out-dir", default=DEFAULT_OUT_DIR)

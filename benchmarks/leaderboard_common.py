@@ -103,7 +103,8 @@ def lvae_large_args_dict() -> dict:
                 normalization=library_default(LifelongVAE, "normalization"),
                 continuous_consistency_weight=library_default(LifelongVAEStrategy, "continuous_consistency_weight"),
                 component_prior=library_default(LifelongVAEStrategy, "component_prior"),
-                replay_temperature=library_default(LifelongVAEStrategy, "replay_temperature"))
+                replay_temperature=library_default(LifelongVAEStrategy, "replay_temperature"),
+                component_anchor_weight=library_default(LifelongVAEStrategy, "component_anchor_weight"))
 
 
 def lvae_large_strategy(args):
@@ -120,6 +121,7 @@ def lvae_large_strategy(args):
                                classification_weight=args.classification_weight,
                                continuous_consistency_weight=args.continuous_consistency_weight,
                                component_prior=args.component_prior, replay_temperature=args.replay_temperature,
+                               component_anchor_weight=args.component_anchor_weight,
                                **strategy_kwargs(args))
 
 

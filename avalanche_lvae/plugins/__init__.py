@@ -4,6 +4,7 @@ Helpers the plugins share live in :mod:`avalanche_lvae.plugins.shared`.
 """
 
 from .boundary_detection import BoundaryDetectionPlugin
+from .component_anchor import ComponentAnchorPlugin
 from .component_prior import ComponentPriorPlugin
 from .information_restriction import InformationRestrictionPlugin
 from .posterior_consistency import PosteriorConsistencyPlugin
@@ -11,5 +12,5 @@ from .teacher_replay import ReplayBatch, TeacherReplayPlugin
 from .teacher_swap import TeacherSwapPlugin
 
 __all__ = ["TeacherSwapPlugin", "TeacherReplayPlugin", "PosteriorConsistencyPlugin", "InformationRestrictionPlugin",
-           "ReplayBatch", "ComponentPriorPlugin",
+           "ReplayBatch", "ComponentPriorPlugin", "ComponentAnchorPlugin",
            "BoundaryDetectionPlugin"]

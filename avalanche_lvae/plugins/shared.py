@@ -12,7 +12,7 @@ import torch
 
 from ..models import LVAEOutput
 
-__all__ = ["student_output", "replayed_row_weights", "add_loss_term"]
+__all__ = ["student_output", "replayed_row_weights", "real_row_weights", "add_loss_term"]
 
 
 def student_output(strategy) -> LVAEOutput:
@@ -39,11 +39,22 @@ def replayed_row_weights(strategy) -> torch.Tensor:
     the same weights, so that ``sum(weights * term)`` is that term's share of
     the objective.
     """
-    num_real, output = strategy.replay_batch.num_real, student_output(strategy)
+    return _row_weights(strategy, slice(strategy.replay_batch.num_real, None))
+
+
+def real_row_weights(strategy) -> torch.Tensor:
+    """``[num_real]`` weights of the real rows in the minibatch's ELBO (every row while there is no replay):
+    1/B each with batch composition, pi/num_real with loss weights; as :func:`replayed_row_weights`."""
+    replay = getattr(strategy, "replay_batch", None)
+    return _row_weights(strategy, slice(None, None if replay is None else replay.num_real))
+
+
+def _row_weights(strategy, rows: slice) -> torch.Tensor:
+    output = student_output(strategy)
     weights = getattr(strategy, "mb_sample_weights", None)
-    if weights is not None:
-        return weights[num_real:]
-    return output.class_logits.new_full((len(output) - num_real,), 1.0 / len(output))
+    if weights is None:
+        weights = output.class_logits.new_full((len(output),), 1.0 / len(output))
+    return weights[rows]
 
 
 def add_loss_term(strategy, name: str, weight: float, value) -> None:
