@@ -369,6 +369,9 @@ def build_parser():
     p.add_argument("--max-train-per-experience", type=positive_int, default=None, metavar="N")
     p.add_argument("--max-test-per-experience", type=positive_int, default=None, metavar="N")
     p.add_argument("--out-dir", default=DEFAULT_OUT_DIR)
+    p.add_argument("--save-models", default=None, metavar="DIR",
+                   help="save each lifelong VAE entry after every experience as DIR/<entry>/model_exp<i>.pt "
+                        "(for benchmarks/component_usage.py)")
     p.add_argument("--dataset-root", default=None)
     p.add_argument("--device", default="cpu")
     return p
@@ -406,6 +409,8 @@ def main(argv=None) -> int:
         if "gem_pmnist" in names:
             common.require_quadprog()  # before hours of other entries, not after
         for name in names:
+            if args.save_models is not None:
+                overrides["save_models"] = os.path.join(args.save_models, name)
             results[name] = ENTRIES[name](overrides)
             r = results[name]
             print(f"{name}: accuracy {r['final_avg_accuracy']:.4f}, forgetting {r['final_avg_forgetting']:.4f}, "

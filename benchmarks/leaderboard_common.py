@@ -11,6 +11,7 @@ The entries and their hyperparameters are in ``leaderboard.py``.
 
 import importlib.util
 import inspect
+import os
 import time
 from types import SimpleNamespace
 
@@ -24,7 +25,7 @@ from avalanche_lvae.experiments.strategies import quiet_generator_strategy
 
 # Shared by every entry; an entry's dict may override them, override_args may override anything.
 BASE_ARGS = dict(seed=0, n_experiences=5, max_train_per_experience=None, max_test_per_experience=None,
-                 dataset_root=None, device="cpu", eval_mb_size=1024)
+                 dataset_root=None, device="cpu", eval_mb_size=1024, save_models=None)
 
 
 def set_seed(seed: int) -> None:
@@ -186,13 +187,20 @@ def train_and_evaluate(strategy, benchmark, args) -> dict:
     ``strategy.train`` only), ``accuracy_per_experience`` (row i: the
     accuracy on test sets 0..i after training experience i, as in the runner's
     results JSON, so that forgetting can be followed boundary by boundary), ``args`` and ``metrics`` (every
-    value of the last eval).
+    value of the last eval). With ``args.save_models`` set, a lifelong VAE is saved after each experience as
+    ``<save_models>/model_exp<i>.pt`` (``torch.save`` of the module; the teacher of experience i + 1), outside the
+    timed training, for ``benchmarks/component_usage.py``.
     """
+    from avalanche_lvae import LifelongVAE
+
     train_seconds, accuracy_rows = 0.0, []
     for i, experience in enumerate(benchmark.train_stream):
         started = time.perf_counter()
         strategy.train(experience)
         train_seconds += time.perf_counter() - started
+        if args.save_models is not None and isinstance(strategy.model, LifelongVAE):
+            os.makedirs(args.save_models, exist_ok=True)
+            torch.save(strategy.model, os.path.join(args.save_models, f"model_exp{i}.pt"))
         metrics = strategy.eval(benchmark.test_stream[: i + 1])
         accuracy_rows.append(accuracy_row(metrics, i + 1))
     return dict(final_avg_accuracy=metric_value(metrics, ACC_STREAM),

@@ -39,7 +39,8 @@ def load(name: str) -> dict:
 TABLE_OVERRIDES = {"learning_rate": "learning rate", "classification_weight": "classification weight",
                    "continuous_dim": "z_c dimensions", "continuous_consistency_weight": "z_c consistency weight",
                    "replay_size": "replayed rows", "component_prior": "component prior",
-                   "replay_temperature": "replay temperature", "normalization": "normalization"}
+                   "replay_temperature": "replay temperature", "normalization": "normalization",
+                   "component_anchor_weight": "component anchor weight"}
 # Override values that the library no longer accepts, measured not to help: their runs' commands do not parse today.
 REMOVED_CHOICES = {("normalization", "none"): "`normalization=\"none\"` (plain dense layers) is not a choice of "
                                               "`LifelongVAE`: this run measured it below BatchNorm and LayerNorm."}

@@ -304,3 +304,28 @@ def test_real_image_replay_draws_each_past_experience_s_images_in_equal_shares()
     swapped = plugin_class.replacing(lvae)
     assert [type(p) for p in lvae.plugins].count(TeacherReplayPlugin) == 0 and swapped in lvae.plugins
     assert (swapped.replay_size, swapped.mixing, swapped.distillation_temperature) == (6, "loss_weights", 2.0)
+
+
+def test_component_usage_reads_the_models_the_leaderboard_saves(data_root, tmp_path):
+    code = load("leaderboard").main(["--quick", "--entries", "naive_pmnist,lvae_large_pmnist", "--n-experiences", "3",
+                                     "--max-train-per-experience", "64", "--max-test-per-experience", "32",
+                                     "--out-dir", str(tmp_path),
+                                     "--save-models", str(tmp_path / "models")])
+    assert code == 0
+    saved = tmp_path / "models" / "lvae_large_pmnist"
+    assert sorted(path.name for path in saved.iterdir()) == ["model_exp0.pt", "model_exp1.pt", "model_exp2.pt"]
+    assert not (tmp_path / "models" / "naive_pmnist").exists()  # only lifelong VAEs are saved
+    usage = load("component_usage")
+    assert usage.main(["--models", str(saved), "--out", str(tmp_path / "usage.json"), "--n-test", "200",
+                       "--n-replay", "50"]) == 0
+    result = json.loads((tmp_path / "usage.json").read_text())
+    # Undoing the right permutation is the only way to get a smooth digit back.
+    assert result["detector_accuracy"] == 1.0
+    assert [b["experience"] for b in result["boundaries"]] == [0, 1, 2]
+    for i, boundary in enumerate(result["boundaries"]):
+        assert len(boundary["real_usage"]) == len(boundary["replay_shares"]) == i + 1
+        for row in boundary["real_usage"]:  # shares over the model's i + 1 z_d values
+            assert len(row) == i + 1 and sum(row) == pytest.approx(1.0, abs=1e-3)
+        for row in boundary["replay_shares"]:  # shares over the i + 1 permutations seen
+            assert len(row) == i + 1 and sum(row) == pytest.approx(1.0, abs=1e-3)
+    assert usage.main(["--models", str(tmp_path), "--out", str(tmp_path / "none.json")]) == 2
