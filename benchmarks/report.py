@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-from report_tables import (fmt, render_conv, render_reproduction, render_run, render_scaling, render_speed,
-                           render_summary, render_task_free, render_variants, table)
+from report_tables import (fmt, render_component_usage, render_conv, render_reproduction, render_run, render_scaling,
+                           render_speed, render_summary, render_task_free, render_variants, table)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -141,6 +141,23 @@ SECTIONS: List[tuple] = [
      "(docs/method.md, Defaults); the section above is the same stream without it. Seeds 1 and 2 "
      "(`split_fmnist_one_class_seed*.json`) and each option alone (`split_fmnist_e5_fitted.json`, "
      "`split_fmnist_e5_t08.json`) are listed below.", render_run),
+    ("leaderboard_pmnist10_e10_large_cw784_lr3e-4_norm_layer_seed1/component_usage.json",
+     "Which z_d value each permutation uses: 10-task permuted MNIST, no anchor",
+     "`benchmarks/component_usage.py` on the models of the `lvae_large` run of the same folder (LayerNorm, lr 3e-4, "
+     "classification weight 784, seed 1), saved after each experience (`leaderboard.py --save-models`; the saving "
+     "run reproduced that folder's accuracies exactly and was stopped after experience 4). Left: the share of "
+     "permutation p's test images whose most probable z_d value is p; right: the share of the images generated "
+     "with z_d = j that show permutation j. Permutations 2 and 4 settle on the values of earlier ones, their own "
+     "values replay other permutations, and they are hardly replayed at all: they are the experiences whose "
+     "accuracy falls at every later boundary.", render_component_usage),
+    ("leaderboard_pmnist10_e10_large_cw784_lr3e-4_norm_layer_anchor100_seed1/component_usage.json",
+     "Which z_d value each permutation uses: 10-task permuted MNIST, component anchor",
+     "The same measurement on the run of the same folder: the setting above with `--component-anchor-weight "
+     "100` (`ComponentAnchorPlugin`, docs/method.md D19). Every permutation is on its own value and every value "
+     "replays its own permutation through experience 6; from experience 7 on, some past permutations move to other "
+     "values (permutation 0 to value 2, and value 2 then replays permutation 0), and a few values replay a mix. "
+     "The anchor holds only the current experience's real images; the past ones are held by the consistency KL "
+     "to the teacher's posterior.", render_component_usage),
     ("defaults_ablation_c.json", "Options that stay off by default",
      "The same protocol, each option against the variant it differs from in one setting: `hard_replay_labels` "
      "(`soft_replay_labels=False`) against `no_distillation`, `prior_replay_labels` (`replay_label_source=\"prior\"`) "
@@ -204,6 +221,8 @@ def renderer_for(data: dict) -> Callable[[dict], List[str]]:
     """The renderer of a file that SECTIONS does not list, from the keys it holds."""
     if "variants" in data:
         return render_variants
+    if "boundaries" in data:
+        return render_component_usage
     if "streams" in data:
         return render_task_free
     if "results" in data:

@@ -149,3 +149,17 @@ def render_variants(data: dict) -> List[str]:
     lines = [f"Command: `{data['command']}` ({config['stream']}, {config['epochs']} epochs, batch "
              f"{config['batch_size']}, seed {config['seed']})", ""]
     return lines + table(["variant", "final avg accuracy", "train s"], rows)
+
+
+def render_component_usage(data: dict) -> List[str]:
+    """``benchmarks/component_usage.py``: per boundary, each permutation's share of test images on its own z_d
+    value, and the share of each value's replay that shows its own permutation."""
+    rows = [[str(b["experience"]),
+             " ".join(fmt(row[p] if p < len(row) else 0.0, 2) for p, row in enumerate(b["real_usage"])),
+             " ".join(fmt(row[j], 2) for j, row in enumerate(b["replay_shares"]))]
+            for b in data["boundaries"]]
+    return table(["after experience", "permutation p on value p (p = 0, 1, ...)",
+                  "replay of value j showing permutation j (j = 0, 1, ...)"], rows) + [
+        "", f"`{data['command']}`; {data['n_test']} test images per permutation, {data['n_replay']} generated "
+            f"images per value; the permutation detector names {fmt(data['detector_accuracy'], 3)} of real test "
+            "images correctly."]
