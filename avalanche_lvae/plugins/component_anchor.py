@@ -51,9 +51,10 @@ class ComponentAnchorPlugin(SupervisedPlugin, supports_distributed=True):
         self.weight = check_non_negative_float(weight, "weight")
 
     def before_backward(self, strategy, **kwargs):
-        current = strategy.past_distributions
-        output = student_output(strategy)
-        if self.weight == 0 or current >= output.discrete_logits.shape[1]:
+        if self.weight == 0:
+            return
+        current, output = strategy.past_distributions, student_output(strategy)
+        if current >= output.discrete_logits.shape[1]:
             return
         weights = real_row_weights(strategy)
         logits = output.discrete_logits[: len(weights)]
