@@ -77,11 +77,14 @@ def measure(models_dir: Path, n_test: int, n_replay: int, dataset_root=None) -> 
     for i, path in enumerate(paths):
         model = torch.load(path, weights_only=False).eval()
         values = model.discrete_dim
+        if values < i + 1:
+            raise ValueError(f"{path} has {values} z_d values after {i + 1} experiences: this measures a model that "
+                             "grows one value per experience (LifelongVAEStrategy's grow_discrete=True).")
         real_usage = [shares(model.encode(permuted[p].view(-1, 1, SIDE, SIDE))[2].argmax(-1), values)
                       for p in range(i + 1)]
         replay_shares = [shares(detect_permutation(model.sample(n_replay, component=j)[0].flatten(1),
                                                    permutations[: i + 1]), i + 1)
-                         for j in range(min(values, i + 1))]
+                         for j in range(i + 1)]
         boundaries.append(dict(experience=i, real_usage=real_usage, replay_shares=replay_shares))
     return dict(detector_accuracy=detector_accuracy, n_test=n_test, n_replay=n_replay, boundaries=boundaries)
 
@@ -104,7 +107,7 @@ def main(argv=None) -> int:
     write_json_atomic(str(args.out), dict(command=command_line(__file__, argv), **result))
     for boundary in result["boundaries"]:
         i = boundary["experience"]
-        own = [boundary["real_usage"][p][p] if p < len(boundary["real_usage"][p]) else 0.0 for p in range(i + 1)]
+        own = [row[p] for p, row in enumerate(boundary["real_usage"])]
         purity = [row[j] for j, row in enumerate(boundary["replay_shares"])]
         print(f"after experience {i}: own-value share {own}, replay purity {purity}")
     return 0

@@ -155,7 +155,7 @@ def render_component_usage(data: dict) -> List[str]:
     """``benchmarks/component_usage.py``: per boundary, each permutation's share of test images on its own z_d
     value, and the share of each value's replay that shows its own permutation."""
     rows = [[str(b["experience"]),
-             " ".join(fmt(row[p] if p < len(row) else 0.0, 2) for p, row in enumerate(b["real_usage"])),
+             " ".join(fmt(row[p], 2) for p, row in enumerate(b["real_usage"])),
              " ".join(fmt(row[j], 2) for j, row in enumerate(b["replay_shares"]))]
             for b in data["boundaries"]]
     return table(["after experience", "permutation p on value p (p = 0, 1, ...)",

@@ -1,7 +1,5 @@
 """Anchor the current distribution's real images on its own z_d value (beyond LGM and CCL-GM)."""
 
-import torch
-import torch.nn.functional as F
 from avalanche.core import SupervisedPlugin
 
 from ..validation import check_non_negative_float
@@ -57,7 +55,5 @@ class ComponentAnchorPlugin(SupervisedPlugin, supports_distributed=True):
         if current >= output.discrete_logits.shape[1]:
             return
         weights = real_row_weights(strategy)
-        logits = output.discrete_logits[: len(weights)]
-        target = torch.full((len(weights),), current, dtype=torch.long, device=logits.device)
-        cross_entropy = F.cross_entropy(logits, target, reduction="none")
+        cross_entropy = -output.discrete_logits[: len(weights)].log_softmax(-1)[:, current]
         add_loss_term(strategy, "component_anchor", self.weight, (weights * cross_entropy).sum())
